@@ -1,0 +1,44 @@
+"""tokenwave: audio <-> discrete tokens for audio language models.
+
+    >>> import tokenwave
+    >>> tok = tokenwave.load_tokenizer("bosonai/higgs-audio-v2-tokenizer")   # doctest: +SKIP
+    >>> enc = tok.encode(wave)                                                # doctest: +SKIP
+    >>> audio = tok.decode(enc).audio                                         # doctest: +SKIP
+
+Importing tokenwave loads nothing heavy; submodules are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AudioTokenizer": "tokenwave.api",
+    "EncodedAudio": "tokenwave.api",
+    "DecodedAudio": "tokenwave.api",
+    "TokenwaveError": "tokenwave.api",
+    "InvalidAudioError": "tokenwave.api",
+    "InvalidCodesError": "tokenwave.api",
+    "CheckpointError": "tokenwave.api",
+    "ModelNotFoundError": "tokenwave.api",
+    "load_tokenizer": "tokenwave.loading",
+    "HiggsAudioTokenizer": "tokenwave.codecs.higgs",
+    "HiggsConfig": "tokenwave.codecs.higgs",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import (AudioTokenizer, CheckpointError, DecodedAudio, EncodedAudio, InvalidAudioError,
+                      InvalidCodesError, ModelNotFoundError, TokenwaveError)
+    from .codecs.higgs import HiggsAudioTokenizer, HiggsConfig
+    from .loading import load_tokenizer
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tokenwave' has no attribute {name!r}")

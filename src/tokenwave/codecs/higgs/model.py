@@ -1,0 +1,374 @@
+"""The Higgs Audio v2 tokenizer: 24 kHz audio <-> 25 Hz frames of up to 8 codes from 1024-entry codebooks.
+
+Data flow (spec section 2)::
+
+    x [B, 1, L] @ 24 kHz
+    |- semantic: resample 16 kHz -> pad 160|160 -> HuBERT (13 hidden states, averaged)
+    |            -> keep every 2nd frame -> SemanticEncoder               e_sem [B, 768, Ts]
+    |- acoustic: DAC encoder (strides 8,5,4,2,3), re-run on a padded input
+    |            when its frame count differs from Ts (see ``alignment``)   e_ac  [B, 256, Ta]
+    `- fc(cat[e_ac, e_sem]) [B, 1024, T] -> residual VQ -> codes [B, K, T]
+
+    decode: codes -> sum of project_out(E_q[c_q]) -> fc2 -> DAC decoder (no tanh) -> [B, 1, 960 T]
+
+``T = floor((L + 841) / 960)`` for the published geometry (:meth:`HiggsAudioTokenizer.num_frames`).
+
+Alignment (spec section 6): when the unpadded acoustic encoder yields a different frame count than the
+semantic branch, the references re-encode a padded input, and they pad differently:
+
+* ``"original"`` (boson-multimodal, the pipeline the generation model was trained on): pad 320 on each
+  side, then truncate both branches to the shorter one. The original only supports batch size 1 here;
+  ours supports any batch.
+* ``"transformers"`` (transformers 5.23): pad ``hop_length // 2`` = 480 on each side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...api import AudioTokenizer, DecodedAudio, EncodedAudio, InvalidAudioError, InvalidCodesError
+from ...dsp.resample import resample
+from ...nn.dac import DacDecoder, DacEncoder
+from ...nn.hubert import HubertModel
+from ...nn.lengths import zero_pad_frames
+from ...quantization.rvq import ResidualVectorQuantizer
+from .config import HiggsConfig
+from .semantic import SemanticDecoder, SemanticEncoder
+
+ALIGNMENTS = ("original", "transformers")
+MIN_SAMPLES = 120
+_HUBERT_PAD = 160  # both references pad the 16 kHz HuBERT input by a constant 160 on each side
+
+
+class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
+    """Higgs Audio v2 tokenizer.
+
+    Args:
+        config: model geometry (:class:`HiggsConfig`; defaults are the published model).
+        alignment: default padding rule, ``"original"`` or ``"transformers"`` (module docstring).
+
+    Build one from a checkpoint with :func:`tokenwave.load_tokenizer`; the constructor makes random
+    weights and never downloads anything.
+    """
+
+    def __init__(self, config: HiggsConfig | None = None, *, alignment: str = "original"):
+        super().__init__()
+        config = config or HiggsConfig()
+        self.config = config
+        self.alignment = _check_alignment(alignment)
+        self.acoustic_encoder = DacEncoder(
+            config.acoustic_encoder_hidden_size, config.downsampling_ratios, config.acoustic_hidden_size
+        )
+        self.acoustic_decoder = DacDecoder(
+            config.acoustic_hidden_size, config.acoustic_decoder_hidden_size, config.upsampling_ratios
+        )
+        self.encoder_semantic = SemanticEncoder(config.semantic.hidden_size)
+        self.decoder_semantic = SemanticDecoder(config.semantic.hidden_size)  # training only
+        self.semantic_model = HubertModel(config.semantic)
+        self.fc = nn.Linear(config.hidden_size, config.hidden_size)
+        self.fc1 = nn.Linear(config.hidden_size, config.semantic.hidden_size)  # training only
+        self.fc2 = nn.Linear(config.hidden_size, config.acoustic_hidden_size)
+        self.quantizer = ResidualVectorQuantizer(
+            config.hidden_size, config.num_quantizers, config.codebook_size, config.codebook_dim
+        )
+        self.semantic_model.requires_grad_(False)
+        self.eval()
+
+    # ---- the tokenizer contract ----------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> int:
+        return self.config.frame_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_quantizers
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.fc.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.fc.weight.dtype
+
+    def num_frames(self, num_samples: int) -> int:
+        """Code frames for ``num_samples`` input samples (the same under both alignments)."""
+        if num_samples < MIN_SAMPLES:
+            raise InvalidAudioError(f"audio of {num_samples} samples is too short: need at least {MIN_SAMPLES}")
+        return int(self._semantic_frames(torch.tensor([num_samples]))[0])
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        audio,
+        sample_rate: int | None = None,
+        *,
+        bandwidth: float | None = None,
+        num_codebooks: int | None = None,
+        lengths=None,
+        alignment: str | None = None,
+    ) -> EncodedAudio:
+        """Audio -> codes.
+
+        Args:
+            audio: ``[L]``, ``[B, L]`` or ``[B, 1, L]`` float tensor or numpy array at ``sample_rate``,
+                or a list of 1-D arrays of different lengths (batched with padding).
+            sample_rate: rate of ``audio``; must equal :attr:`sample_rate` when given.
+            bandwidth: kbps, one of ``config.target_bandwidths`` (0.5, 1, 1.5, 2 -> 2, 4, 6, 8 codebooks).
+            num_codebooks: codebook count instead of a bandwidth (default: all).
+            lengths: ``[B]`` valid samples per item of a right-padded batch (default: all of ``L``).
+            alignment: ``"original"`` or ``"transformers"`` (default: the tokenizer's setting).
+
+        Returns:
+            :class:`EncodedAudio` with codes ``[B, K, T]``; every item's codes equal those of encoding
+            it alone.
+        """
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise InvalidAudioError(
+                f"audio at {sample_rate} Hz, but this tokenizer takes {self.sample_rate} Hz: resample it first"
+            )
+        k = self._resolve_codebooks(bandwidth, num_codebooks)
+        align = _check_alignment(alignment or self.alignment)
+        x, lengths = self._prepare_audio(audio, lengths)
+        audio_lengths = torch.full((x.shape[0],), x.shape[-1]) if lengths is None else lengths
+        embeddings, frames = self._embed(x, lengths, align)
+        codes = self.quantizer.encode(embeddings, k)
+        if frames is not None:
+            codes = zero_pad_frames(codes, frames.to(codes.device))
+            frames = frames.cpu()
+        else:
+            frames = torch.full((x.shape[0],), codes.shape[-1])
+        return EncodedAudio(codes, frames.long(), audio_lengths.long().cpu(), self.frame_rate, self.sample_rate)
+
+    @torch.inference_mode()
+    def decode(self, codes, lengths=None, *, crop: bool = False, audio_lengths=None) -> DecodedAudio:
+        """Codes -> audio.
+
+        Args:
+            codes: ``[B, K, T]`` or ``[K, T]`` integer codes (K <= num_codebooks; fewer codebooks decode
+                at lower bandwidth), or an :class:`EncodedAudio` (its lengths are used).
+            lengths: ``[B]`` valid frames per item (default: all T).
+            crop: crop each item to its input length (needs ``audio_lengths`` or an ``EncodedAudio``).
+            audio_lengths: ``[B]`` input samples per item, for ``crop``.
+
+        Returns:
+            :class:`DecodedAudio`, ``[B, 1, hop_length * T]``; item ``b`` has ``hop_length * lengths[b]``
+            valid samples (fewer with ``crop``) and equals decoding it alone.
+        """
+        if isinstance(codes, EncodedAudio):
+            lengths = codes.lengths if lengths is None else lengths
+            audio_lengths = codes.audio_lengths if audio_lengths is None else audio_lengths
+            codes = codes.codes
+        codes, lengths = self._prepare_codes(codes, lengths)
+        quantized = self.quantizer.decode(codes).to(self.fc2.weight.dtype)
+        latent = self.fc2(quantized.transpose(1, 2)).transpose(1, 2)
+        dev_lengths = None if lengths is None else lengths.to(codes.device)
+        audio, out_lengths = self.acoustic_decoder(latent, dev_lengths)
+        if out_lengths is None:
+            out_lengths = torch.full((audio.shape[0],), audio.shape[-1])
+        out_lengths = out_lengths.cpu()
+        if crop:
+            if audio_lengths is None:
+                raise ValueError("crop=True needs audio_lengths (or an EncodedAudio to decode)")
+            out_lengths = torch.minimum(out_lengths, torch.as_tensor(audio_lengths).reshape(-1).cpu())
+            audio = audio[..., : int(out_lengths.max())]
+        if bool((out_lengths < audio.shape[-1]).any()):
+            audio = zero_pad_frames(audio, out_lengths.to(audio.device))
+        return DecodedAudio(audio, out_lengths.long(), self.sample_rate)
+
+    def save_pretrained(self, folder) -> None:
+        """Write the transformers format (``config.json`` + ``model.safetensors``); transformers loads it."""
+        from .checkpoint import save_transformers
+
+        save_transformers(self, folder)
+
+    # ---- encoder internals -----------------------------------------------------------------------
+    def _semantic_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        p, q = cfg.sample_rate, cfg.semantic_sample_rate
+        n16 = (lengths * q + p - 1) // p if p != q else lengths
+        hub = cfg.semantic.frames(n16 + 2 * _HUBERT_PAD)
+        f = cfg.semantic_downsample_factor
+        return (hub + f - 1) // f
+
+    def _semantic(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        cfg = self.config
+        wav = resample(x[:, 0, :], cfg.sample_rate, cfg.semantic_sample_rate)
+        hub_lengths = None
+        if lengths is not None:
+            n16 = (lengths * cfg.semantic_sample_rate + cfg.sample_rate - 1) // cfg.sample_rate
+            wav = zero_pad_frames(wav[:, None], n16)[:, 0]  # drop filter tails past each item's end
+            hub_lengths = n16 + 2 * _HUBERT_PAD
+        wav = F.pad(wav, (_HUBERT_PAD, _HUBERT_PAD))
+        states = self.semantic_model(wav, hub_lengths)
+        features = torch.stack(states, dim=1).mean(dim=1)
+        features = features[:, :: cfg.semantic_downsample_factor, :]
+        frames = None if lengths is None else self._semantic_frames(lengths)
+        return self.encoder_semantic(features.transpose(1, 2), frames)
+
+    def _acoustic_padding(self, lengths: torch.Tensor, semantic_frames: torch.Tensor, align: str) -> torch.Tensor:
+        pad = self.hop_length // 2 if align == "transformers" else _HUBERT_PAD * self.config.semantic_downsample_factor
+        unpadded = self.acoustic_encoder.output_length(lengths)
+        return torch.where(unpadded != semantic_frames, pad, 0)
+
+    def _embed(self, x: torch.Tensor, lengths: torch.Tensor | None, align: str):
+        """Fused latent ``[B, hidden, T]`` and per-item frames (None when the batch is unpadded)."""
+        batch, _, total = x.shape
+        dev_lengths = None if lengths is None else lengths.to(x.device)
+        e_sem = self._semantic(x, dev_lengths)
+        item_lengths = torch.full((batch,), total) if lengths is None else lengths
+        sem_frames = self._semantic_frames(item_lengths)
+        pads = self._acoustic_padding(item_lengths, sem_frames, align)
+        if lengths is None:
+            p = int(pads[0])
+            e_ac, _ = self.acoustic_encoder(F.pad(x, (p, p)) if p else x)
+            frames = min(e_ac.shape[-1], e_sem.shape[-1])
+            e = torch.cat([e_ac[..., :frames], e_sem[..., :frames]], dim=1)
+            return self.fc(e.transpose(1, 2)).transpose(1, 2), None
+        ac_lengths = item_lengths + 2 * pads
+        x_ac = x.new_zeros(batch, 1, int(ac_lengths.max()))
+        for i, (n, p) in enumerate(zip(item_lengths.tolist(), pads.tolist())):
+            x_ac[i, :, p : p + n] = x[i, :, :n]
+        e_ac, ac_frames = self.acoustic_encoder(x_ac, ac_lengths.to(x.device))
+        frames = torch.minimum(ac_frames.cpu(), sem_frames)
+        t = int(frames.max())
+        e = torch.cat([e_ac[..., :t], e_sem[..., :t]], dim=1)
+        return self.fc(e.transpose(1, 2)).transpose(1, 2), frames
+
+    # ---- input checks --------------------------------------------------------------------------
+    def _resolve_codebooks(self, bandwidth, num_codebooks) -> int:
+        if bandwidth is not None and num_codebooks is not None:
+            raise ValueError("pass bandwidth or num_codebooks, not both")
+        if num_codebooks is not None:
+            if not isinstance(num_codebooks, (int, np.integer)) or not 1 <= num_codebooks <= self.num_codebooks:
+                raise ValueError(f"num_codebooks must be an integer in 1..{self.num_codebooks}, got {num_codebooks!r}")
+            return int(num_codebooks)
+        return self.config.num_codebooks_for_bandwidth(bandwidth)
+
+    def _prepare_audio(self, audio, lengths):
+        if isinstance(audio, (list, tuple)):
+            if lengths is not None:
+                raise ValueError("lengths cannot be given with a list of arrays (they carry their own lengths)")
+            items = [_as_float_tensor(a, f"audio[{i}]") for i, a in enumerate(audio)]
+            if not items:
+                raise InvalidAudioError("empty list of audio")
+            for i, a in enumerate(items):
+                if a.dim() != 1:
+                    raise InvalidAudioError(f"audio[{i}] must be 1-D (mono samples), got shape {tuple(a.shape)}")
+            sizes = [a.shape[0] for a in items]
+            x = torch.zeros(len(items), 1, max(sizes), dtype=torch.float32)
+            for i, a in enumerate(items):
+                x[i, 0, : a.shape[0]] = a
+            lengths = torch.tensor(sizes)
+        else:
+            x = _as_float_tensor(audio, "audio")
+            if x.dim() == 1:
+                x = x[None, None]
+            elif x.dim() == 2:
+                x = x[:, None]
+            elif x.dim() != 3:
+                raise InvalidAudioError(f"audio must be [L], [B, L] or [B, 1, L], got shape {tuple(x.shape)}")
+            if x.shape[1] != 1:
+                raise InvalidAudioError(
+                    f"audio must be mono [B, 1, L], got {x.shape[1]} channels (average them to mono first)"
+                )
+            if x.shape[0] == 0:
+                raise InvalidAudioError("audio batch is empty")
+        if lengths is not None:
+            lengths = _as_lengths(lengths, x.shape[0], x.shape[-1], "lengths", "samples")
+        item_lengths = lengths if lengths is not None else torch.full((x.shape[0],), x.shape[-1])
+        short = [(i, int(n)) for i, n in enumerate(item_lengths) if n < MIN_SAMPLES]
+        if short:
+            raise InvalidAudioError(
+                f"audio too short (need at least {MIN_SAMPLES} samples = {MIN_SAMPLES / self.sample_rate * 1000:.0f} ms): "
+                + ", ".join(f"item {i} has {n}" for i, n in short)
+            )
+        bad = [i for i in range(x.shape[0]) if not bool(torch.isfinite(x[i, :, : int(item_lengths[i])]).all())]
+        if bad:
+            raise InvalidAudioError(f"audio contains NaN or inf in item(s) {bad}")
+        if lengths is not None and bool((lengths == x.shape[-1]).all()):
+            lengths = None
+        return x.to(self.device, self.dtype), lengths
+
+    def _prepare_codes(self, codes, lengths):
+        if isinstance(codes, np.ndarray):
+            codes = torch.from_numpy(codes)
+        if not isinstance(codes, torch.Tensor):
+            raise InvalidCodesError(f"codes must be a tensor or numpy array, got {type(codes).__name__}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise InvalidCodesError(f"codes must be integers, got {codes.dtype}")
+        if codes.dim() == 2:
+            codes = codes[None]
+        if codes.dim() != 3:
+            raise InvalidCodesError(f"codes must be [B, K, T] or [K, T], got shape {tuple(codes.shape)}")
+        b, k, t = codes.shape
+        if not 1 <= k <= self.num_codebooks:
+            raise InvalidCodesError(f"codes have {k} codebooks; this tokenizer decodes 1..{self.num_codebooks}")
+        if b == 0 or t == 0:
+            raise InvalidCodesError(f"codes are empty (shape {tuple(codes.shape)})")
+        if lengths is not None:
+            lengths = _as_lengths(lengths, b, t, "lengths", "frames")
+            if bool((lengths < 1).any()):
+                raise InvalidCodesError(f"every item needs at least one frame, got lengths {lengths.tolist()}")
+        valid = codes if lengths is None else codes.masked_fill(
+            torch.arange(t)[None, None, :] >= lengths[:, None, None], 0
+        )
+        lo, hi = int(valid.min()), int(valid.max())
+        if lo < 0 or hi >= self.codebook_size:
+            raise InvalidCodesError(f"codes must lie in [0, {self.codebook_size}), found values in [{lo}, {hi}]")
+        codes = valid.long().to(self.device)
+        if lengths is not None and bool((lengths == t).all()):
+            lengths = None
+        return codes, lengths
+
+
+def _check_alignment(alignment: str) -> str:
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+    return alignment
+
+
+def _as_float_tensor(a, name: str) -> torch.Tensor:
+    if isinstance(a, np.ndarray):
+        a = torch.from_numpy(np.ascontiguousarray(a))
+    if not isinstance(a, torch.Tensor):
+        raise InvalidAudioError(f"{name} must be a torch tensor or numpy array, got {type(a).__name__}")
+    if not a.is_floating_point():
+        raise InvalidAudioError(
+            f"{name} must be floating point samples in [-1, 1], got {a.dtype} (convert integer PCM to float first)"
+        )
+    if a.numel() == 0:
+        raise InvalidAudioError(f"{name} is empty")
+    return a
+
+
+def _as_lengths(lengths: Sequence[int] | torch.Tensor, batch: int, limit: int, name: str, unit: str) -> torch.Tensor:
+    t = torch.as_tensor(lengths).reshape(-1).cpu()
+    if t.is_floating_point() or t.shape[0] != batch:
+        raise ValueError(f"{name} must be {batch} integers, got {lengths!r}")
+    if bool((t > limit).any()) or bool((t < 0).any()):
+        raise ValueError(f"{name} must lie in [0, {limit}] {unit}, got {t.tolist()}")
+    return t.long()
+
+
+def code_length(num_samples: int) -> int:
+    """Closed form of the published model's frame count (spec section 6): ``floor((L + 841) / 960)``."""
+    return math.floor((num_samples + 841) / 960)

@@ -1,0 +1,131 @@
+"""Find a model (local folder or hub id) and load it as a tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .api import AudioTokenizer, CheckpointError, ModelNotFoundError
+
+DEFAULT_MODEL = "bosonai/higgs-audio-v2-tokenizer"
+MODEL_ENV = "TOKENWAVE_MODEL"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WEIGHT_FILES = ("model.safetensors", "model.pth")
+
+
+def default_model() -> str:
+    """The model used when none is named: ``$TOKENWAVE_MODEL``, else the published Higgs tokenizer."""
+    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+
+
+def how_to_get(model_id: str) -> str:
+    return (
+        f"Get the weights on a machine with network access, e.g. `hf download {model_id} --local-dir DIR` "
+        f"(huggingface_hub's CLI), copy DIR here, and pass it with --model DIR or {MODEL_ENV}=DIR."
+    )
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike, *, revision: str | None = None) -> Path:
+    """A local folder holding ``config.json`` and the weights of ``name_or_path``.
+
+    A path that exists is used as it is. Otherwise ``name_or_path`` must be a hub id (``owner/name``):
+    it is taken from the local Hugging Face cache, or downloaded where a network exists (only
+    ``config.json`` and one weight file, safetensors preferred).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is a file; a model is a folder with config.json and model weights")
+        return path
+    name = str(name_or_path)
+    if not _HUB_ID.match(name):
+        raise ModelNotFoundError(f"model {name!r} is neither an existing folder nor a hub id of the form 'owner/name'")
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
+        raise ModelNotFoundError(f"{name!r} is not a local folder and huggingface_hub is not installed") from e
+    try:
+        config = Path(hf_hub_download(name, "config.json", revision=revision))
+        for filename in _WEIGHT_FILES:
+            try:
+                hf_hub_download(name, filename, revision=revision)
+                break
+            except EntryNotFoundError:
+                continue
+        else:
+            raise ModelNotFoundError(f"hub repository {name!r} has none of {_WEIGHT_FILES}")
+    except RepositoryNotFoundError as e:
+        raise ModelNotFoundError(f"unknown model {name!r}: no such hub repository (or it is private)") from e
+    except ModelNotFoundError:
+        raise
+    except Exception as e:  # offline, cache miss, gated repo, ...
+        raise ModelNotFoundError(
+            f"model {name!r} is not in the local Hugging Face cache and could not be downloaded "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). " + how_to_get(name)
+        ) from e
+    return config.parent
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    alignment: str = "original",
+    revision: str | None = None,
+) -> AudioTokenizer:
+    """Load a tokenizer from a folder or hub id, in any format tokenwave reads.
+
+    Args:
+        name_or_path: folder or hub id; default :func:`default_model`.
+        device: where to put the model (default CPU).
+        dtype: parameter dtype (default float32; quantizer distances are always float32).
+        alignment: Higgs padding rule, ``"original"`` (default) or ``"transformers"``.
+        revision: hub revision (branch, tag or commit) for hub ids.
+
+    Raises:
+        ModelNotFoundError: no such folder and the hub id cannot be found or fetched.
+        CheckpointError: a config of another model type, or weights that do not match it exactly.
+    """
+    folder = resolve_model_dir(name_or_path or default_model(), revision=revision)
+    data = _read_json(folder / "config.json")
+    model_type = data.get("model_type")
+    from .codecs.higgs.config import MODEL_TYPE, is_original_dict
+
+    if model_type == MODEL_TYPE or (model_type is None and is_original_dict(data)):
+        from .codecs.higgs.model import HiggsAudioTokenizer
+        from .codecs.higgs.checkpoint import config_from_dict, load_state_strict, read_state_dict
+
+        config = config_from_dict(data, str(folder / "config.json"))
+        with torch.device("meta"):
+            model = HiggsAudioTokenizer(config, alignment=alignment)
+        state = read_state_dict(folder, config)
+        model.to_empty(device="cpu")
+        load_state_strict(model, state, str(folder))
+    else:
+        raise CheckpointError(
+            f"{folder / 'config.json'} describes model_type {model_type!r}, which tokenwave cannot load "
+            f"(supported: {MODEL_TYPE!r} in the transformers or the original boson-multimodal layout)"
+        )
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    model.to(device=device or "cpu", dtype=dtype or torch.float32)
+    model.quantizer.float()  # nearest-codeword search stays float32 whatever the model dtype
+    return model.eval()
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} has no config.json")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data

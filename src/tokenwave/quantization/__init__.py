@@ -1,0 +1,5 @@
+"""Vector quantizers."""
+
+from .rvq import EuclideanCodebook, ResidualVectorQuantizer, VectorQuantizer
+
+__all__ = ["EuclideanCodebook", "ResidualVectorQuantizer", "VectorQuantizer"]

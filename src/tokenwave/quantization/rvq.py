@@ -1,0 +1,96 @@
+"""Residual vector quantization with low-dimensional codebooks (SoundStream, Zeghidour et al. 2021, Alg. 1).
+
+Each stage projects the residual into a small code space, picks the nearest codeword (Euclidean),
+projects it back and subtracts it::
+
+    r_0 = x                                    x: [B, D, T]
+    z_q = project_in_q(r_q)                    [B, T, d]      (d = codebook_dim, e.g. 64)
+    c_q = argmin_j ||z_q - E_q[j]||^2          [B, T]
+    r_{q+1} = r_q - project_out_q(E_q[c_q])    [B, D, T]
+
+Decoding sums ``project_out_q(E_q[c_q])`` over the given stages; any prefix of the stages is a valid
+lower-bandwidth code. The codebooks are the EMA buffers ``embed`` of the training recipe
+(``cluster_size``/``embed_avg``/``inited`` are kept so checkpoints load strictly; training updates
+live in the training package). Distances are computed in float32 whatever the model dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EuclideanCodebook(nn.Module):
+    """``codebook_size`` vectors of ``codebook_dim``, stored as (EMA) buffers."""
+
+    def __init__(self, codebook_size: int, codebook_dim: int):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.inited = nn.Buffer(torch.ones(1))
+        self.cluster_size = nn.Buffer(torch.zeros(codebook_size))
+        self.embed = nn.Buffer(torch.zeros(codebook_size, codebook_dim))
+        self.embed_avg = nn.Buffer(torch.zeros(codebook_size, codebook_dim))
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z [..., d]`` -> nearest code index ``[...]``."""
+        shape = z.shape[:-1]
+        flat = z.reshape(-1, z.shape[-1]).float()
+        embed = self.embed.float().t()
+        dist = -(flat.pow(2).sum(1, keepdim=True) - 2 * flat @ embed + embed.pow(2).sum(0, keepdim=True))
+        return dist.max(dim=-1).indices.view(shape)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return F.embedding(codes, self.embed)
+
+
+class VectorQuantizer(nn.Module):
+    """One RVQ stage: ``project_in`` (D -> d), codebook, ``project_out`` (d -> D)."""
+
+    def __init__(self, dim: int, codebook_size: int, codebook_dim: int):
+        super().__init__()
+        self.codebook = EuclideanCodebook(codebook_size, codebook_dim)
+        self.project_in = nn.Linear(dim, codebook_dim)
+        self.project_out = nn.Linear(codebook_dim, dim)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, D, T]`` -> codes ``[B, T]``."""
+        return self.codebook.encode(self.project_in(x.permute(0, 2, 1)))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes ``[B, T]`` -> ``[B, D, T]``."""
+        quantized = self.codebook.decode(codes).to(self.project_out.weight.dtype)
+        return self.project_out(quantized).permute(0, 2, 1)
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """``num_quantizers`` stages of :class:`VectorQuantizer` applied to successive residuals."""
+
+    def __init__(self, dim: int, num_quantizers: int, codebook_size: int, codebook_dim: int):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.quantizers = nn.ModuleList(
+            VectorQuantizer(dim, codebook_size, codebook_dim) for _ in range(num_quantizers)
+        )
+
+    @property
+    def num_quantizers(self) -> int:
+        return len(self.quantizers)
+
+    def encode(self, x: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
+        """``x [B, D, T]`` -> codes ``[B, K, T]`` for the first ``K = num_quantizers`` stages (all by default)."""
+        n = self.num_quantizers if num_quantizers is None else num_quantizers
+        residual = x.to(self.quantizers[0].project_in.weight.dtype)
+        codes = []
+        for quantizer in self.quantizers[:n]:
+            c = quantizer.encode(residual)
+            residual = residual - quantizer.decode(c)
+            codes.append(c)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes ``[B, K, T]`` (K <= num_quantizers) -> ``[B, D, T]``, the sum of the first K stages."""
+        out = torch.full((), 0.0, device=codes.device)
+        for i in range(codes.shape[1]):
+            out = out + self.quantizers[i].decode(codes[:, i])
+        return out

@@ -29,13 +29,25 @@ _EXPORTS = {
     "HiggsConfig": "tokenwave.codecs.higgs",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # noqa: F822 - resolved lazily by __getattr__
+    "__version__", "AudioTokenizer", "EncodedAudio", "DecodedAudio", "TokenwaveError", "InvalidAudioError",
+    "InvalidCodesError", "CheckpointError", "ModelNotFoundError", "load_tokenizer", "HiggsAudioTokenizer",
+    "HiggsConfig",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import (AudioTokenizer, CheckpointError, DecodedAudio, EncodedAudio, InvalidAudioError,
-                      InvalidCodesError, ModelNotFoundError, TokenwaveError)
-    from .codecs.higgs import HiggsAudioTokenizer, HiggsConfig
-    from .loading import load_tokenizer
+    from .api import (
+        AudioTokenizer,
+        CheckpointError,
+        DecodedAudio,
+        EncodedAudio,
+        InvalidAudioError,
+        InvalidCodesError,
+        ModelNotFoundError,
+        TokenwaveError,
+    )
+    from .codecs.higgs import HiggsAudioTokenizer, HiggsConfig  # noqa: F401
+    from .loading import load_tokenizer  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -49,6 +51,15 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, revision: str | None =
         from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
         raise ModelNotFoundError(f"{name!r} is not a local folder and huggingface_hub is not installed") from e
+    cached = _from_cache(name, revision)
+    if cached is not None:
+        return cached
+    offline = _hub_unreachable()
+    if offline:
+        raise ModelNotFoundError(
+            f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached ({offline}). "
+            + how_to_get(name)
+        )
     try:
         config = Path(hf_hub_download(name, "config.json", revision=revision))
         for filename in _WEIGHT_FILES:
@@ -69,6 +80,33 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, revision: str | None =
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). " + how_to_get(name)
         ) from e
     return config.parent
+
+
+def _from_cache(name: str, revision: str | None) -> Path | None:
+    """The cached snapshot folder of a hub model, if config and weights are already there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(name, "config.json", revision=revision)
+    if not isinstance(config, str):
+        return None
+    for filename in _WEIGHT_FILES:
+        if isinstance(try_to_load_from_cache(name, filename, revision=revision), str):
+            return Path(config).parent
+    return None
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached (offline mode, DNS failure), or None when it may be."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as e:
+        return f"cannot resolve {host}: {e}"
+    return None
 
 
 def load_tokenizer(
@@ -98,8 +136,8 @@ def load_tokenizer(
     from .codecs.higgs.config import MODEL_TYPE, is_original_dict
 
     if model_type == MODEL_TYPE or (model_type is None and is_original_dict(data)):
-        from .codecs.higgs.model import HiggsAudioTokenizer
         from .codecs.higgs.checkpoint import config_from_dict, load_state_strict, read_state_dict
+        from .codecs.higgs.model import HiggsAudioTokenizer
 
         config = config_from_dict(data, str(folder / "config.json"))
         with torch.device("meta"):

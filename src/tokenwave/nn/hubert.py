@@ -57,7 +57,9 @@ class HubertConfig:
         }
         bad = {k: v for k, (v, want) in unsupported.items() if v != want}
         if bad:
-            raise ValueError(f"HubertConfig: unsupported HuBERT variant {bad} (only the HuBERT-base layout is implemented)")
+            raise ValueError(
+                f"HubertConfig: unsupported HuBERT variant {bad} (only the HuBERT-base layout is implemented)"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("HubertConfig: hidden_size must be divisible by num_attention_heads")
 

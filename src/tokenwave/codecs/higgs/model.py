@@ -298,7 +298,8 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         short = [(i, int(n)) for i, n in enumerate(item_lengths) if n < MIN_SAMPLES]
         if short:
             raise InvalidAudioError(
-                f"audio too short (need at least {MIN_SAMPLES} samples = {MIN_SAMPLES / self.sample_rate * 1000:.0f} ms): "
+                f"audio too short (need at least {MIN_SAMPLES} samples, "
+                f"{MIN_SAMPLES / self.sample_rate * 1000:.0f} ms): "
                 + ", ".join(f"item {i} has {n}" for i, n in short)
             )
         bad = [i for i in range(x.shape[0]) if not bool(torch.isfinite(x[i, :, : int(item_lengths[i])]).all())]

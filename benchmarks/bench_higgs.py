@@ -142,7 +142,8 @@ def machine(device) -> dict:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return dict(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), device=str(device), device_name=name,
-                torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version())
+                torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version(),
+                loadavg_1min=round(os.getloadavg()[0], 2))  # > 0 before we start: something else shares the CPU
 
 
 def main(argv=None) -> int:
@@ -186,7 +187,8 @@ def main(argv=None) -> int:
                 print(f"{geometry:<10}{seconds:>8g}{args.batch:>6}  {r['op']:<7}{r['ours_ms']:>10.1f}"
                       f"{r['ref_ms']:>10.1f}{r['ratio_ref_over_ours']:>9.2f}  {flops}  {r['check']}", flush=True)
         del ours, ref
-    print(f"\nmedian of {args.repeats} after 1 warm-up; ref/ours > 1 means tokenwave is faster")
+    print(f"\nmedian of {args.repeats} after 1 warm-up; ref/ours > 1 means tokenwave is faster; "
+          f"1-min load average at start {info['loadavg_1min']}, at end {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(dict(machine=info, repeats=args.repeats, rows=rows), indent=1) + "\n")

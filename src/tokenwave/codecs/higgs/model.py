@@ -305,8 +305,11 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         bad = [i for i in range(x.shape[0]) if not bool(torch.isfinite(x[i, :, : int(item_lengths[i])]).all())]
         if bad:
             raise InvalidAudioError(f"audio contains NaN or inf in item(s) {bad}")
-        if lengths is not None and bool((lengths == x.shape[-1]).all()):
-            lengths = None
+        if lengths is not None:
+            if bool((lengths == x.shape[-1]).all()):
+                lengths = None
+            else:
+                x = zero_pad_frames(x, lengths)  # whatever lies past an item's end must not reach any layer
         return x.to(self.device, self.dtype), lengths
 
     def _prepare_codes(self, codes, lengths):

@@ -40,7 +40,8 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         y, _ = _conv(self.conv1, self.snake1(x), lengths)
-        return x + self.conv2(self.snake2(y))
+        # in place on the fresh conv output (autograd-safe: add needs neither input); a + b == b + a bitwise
+        return self.conv2(self.snake2(y)).add_(x)
 
 
 class EncoderBlock(nn.Module):

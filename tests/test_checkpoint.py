@@ -117,3 +117,18 @@ def test_original_format_with_both_weight_files_prefers_safetensors(tiny_checkpo
     folder = _copy(tiny_checkpoint, tmp_path / "ckpt")
     (folder / "model.pth").write_bytes(b"garbage that must not be read")
     assert tokenwave.load_tokenizer(folder).num_codebooks == 8
+
+
+def test_hub_id_from_local_cache_without_network(tiny_checkpoint, tmp_path, monkeypatch):
+    """A hub id already in the Hugging Face cache loads offline (the cache layout huggingface_hub writes)."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--someone--tiny-higgs"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_checkpoint, repo / "snapshots" / commit)
+    model = tokenwave.load_tokenizer("someone/tiny-higgs")
+    assert model.num_codebooks == 8

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUB_DIRS = (ROOT / "tests" / "stubs", Path("/work/shared/reference/ref_runs/stubs"))
+STUB_DIRS = (ROOT / "tests" / "stubs",)
 
 
 def add_torchaudio_stub() -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -13,6 +15,15 @@ SHORT_LENGTHS = [12_345, 30_001, 2_399, 52_799]
 def _items(lengths, seed):
     gen = torch.Generator().manual_seed(seed)
     return [0.1 * torch.randn(n, generator=gen) for n in lengths]
+
+
+@contextlib.contextmanager
+def batching(model, mode):
+    before, model.batching = model.batching, mode
+    try:
+        yield model
+    finally:
+        model.batching = before
 
 
 def _agreement(model, items, alignment):
@@ -28,49 +39,76 @@ def _agreement(model, items, alignment):
     return batch, same / total
 
 
-def _decode_matches(model, batch):
+def _decode_error(model, batch):
+    """Largest |batch decode - decode alone| / peak over the items."""
     dec = model.decode(batch)
+    worst = 0.0
     for i in range(batch.codes.shape[0]):
         n = int(batch.lengths[i])
         alone = model.decode(batch.codes[i : i + 1, :, :n]).audio[0]
         assert int(dec.lengths[i]) == alone.shape[-1] == n * model.hop_length
         got = dec.audio[i, :, : dec.lengths[i]]
-        assert (got - alone).abs().max() <= 1e-5 * alone.abs().max()
+        worst = max(worst, float((got - alone).abs().max() / alone.abs().max()))
         assert (dec.audio[i, :, dec.lengths[i]:] == 0).all()
+    return worst
 
 
+# "padded": one masked forward pass. The convolution library may pick another summation order for another
+# tensor shape (even a batch of two identical unpadded items differs from one item in the last bits), so
+# codes may flip at a near-tie (the issue allows >= 99.9 % agreement) and audio differs within float noise
+# (measured: 0 flips; decode <= 7.7e-6 of peak on the published geometry with transformers-initialised
+# weights). "per_item" (the CPU default): bit-identical by construction.
+@pytest.mark.parametrize("mode", ["padded", "per_item"])
 @pytest.mark.parametrize("alignment", ["original", "transformers"])
-def test_tiny_batch_equals_single_items(tiny_model, alignment):
-    batch, agreement = _agreement(tiny_model, _items(LENGTHS, 0), alignment)
-    # Float summation order may differ between batch and single item; a near-tie could then flip one
-    # code. The issue allows >= 99.9 %; on these inputs we measure exact agreement.
+def test_tiny_batch_equals_single_items(tiny_model, alignment, mode):
+    with batching(tiny_model, mode):
+        batch, agreement = _agreement(tiny_model, _items(LENGTHS, 0), alignment)
+        err = _decode_error(tiny_model, batch)
     assert agreement >= 0.999, agreement
-    _decode_matches(tiny_model, batch)
+    assert err <= 1e-5
+    if mode == "per_item":
+        assert agreement == 1.0 and err == 0.0
 
 
+@pytest.mark.parametrize("mode", ["padded", "per_item"])
 @pytest.mark.parametrize("alignment", ["original", "transformers"])
-def test_published_geometry_batch_equals_single_items(published_pair, alignment):
+def test_published_geometry_batch_equals_single_items(published_pair, alignment, mode):
     _, model = published_pair
-    batch, agreement = _agreement(model, _items(SHORT_LENGTHS, 1), alignment)
+    with batching(model, mode):
+        batch, agreement = _agreement(model, _items(SHORT_LENGTHS, 1), alignment)
+        err = _decode_error(model, batch)
     assert agreement >= 0.999, agreement
-    _decode_matches(model, batch)
+    assert err <= 1e-5
+    if mode == "per_item":
+        assert agreement == 1.0 and err == 0.0
 
 
-def test_tensor_with_lengths_equals_list(tiny_model):
+def test_auto_batching_is_per_item_on_cpu(tiny_model):
+    assert tiny_model.batching == "auto" and tiny_model._per_item(torch.zeros(2, 1, 10))
+    assert not tiny_model._per_item(torch.zeros(1, 1, 10))
+    with pytest.raises(ValueError, match="batching must be one of"):
+        type(tiny_model)(tiny_model.config, batching="sometimes")
+
+
+@pytest.mark.parametrize("mode", ["padded", "per_item"])
+def test_tensor_with_lengths_equals_list(tiny_model, mode):
     items = _items([3_000, 9_999, 1_234], 2)
     x = torch.zeros(3, 1, 9_999)
     for i, a in enumerate(items):
         x[i, 0, : a.shape[0]] = a
     x[0, 0, 3_000:] = 1e3  # garbage past an item's end must not matter
-    a = tiny_model.encode(x, lengths=[3_000, 9_999, 1_234])
-    b = tiny_model.encode(items)
+    with batching(tiny_model, mode):
+        a = tiny_model.encode(x, lengths=[3_000, 9_999, 1_234])
+        b = tiny_model.encode(items)
     assert torch.equal(a.codes, b.codes) and torch.equal(a.lengths, b.lengths)
     assert a.audio_lengths.tolist() == [3_000, 9_999, 1_234]
 
 
-def test_equal_length_batch_equals_single_items(tiny_model):
+@pytest.mark.parametrize("mode", ["padded", "per_item"])
+def test_equal_length_batch_equals_single_items(tiny_model, mode):
     x = 0.1 * torch.randn(3, 1, 30_001, generator=torch.Generator().manual_seed(3))
-    batch = tiny_model.encode(x)
+    with batching(tiny_model, mode):
+        batch = tiny_model.encode(x)
     for i in range(3):
         assert torch.equal(batch.codes[i : i + 1], tiny_model.encode(x[i]).codes)
 

@@ -115,6 +115,7 @@ def load_tokenizer(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     alignment: str = "original",
+    batching: str = "auto",
     revision: str | None = None,
 ) -> AudioTokenizer:
     """Load a tokenizer from a folder or hub id, in any format tokenwave reads.
@@ -124,6 +125,7 @@ def load_tokenizer(
         device: where to put the model (default CPU).
         dtype: parameter dtype (default float32; quantizer distances are always float32).
         alignment: Higgs padding rule, ``"original"`` (default) or ``"transformers"``.
+        batching: ``"auto"`` (default), ``"padded"`` or ``"per_item"`` (see :class:`HiggsAudioTokenizer`).
         revision: hub revision (branch, tag or commit) for hub ids.
 
     Raises:
@@ -141,7 +143,7 @@ def load_tokenizer(
 
         config = config_from_dict(data, str(folder / "config.json"))
         with torch.device("meta"):
-            model = HiggsAudioTokenizer(config, alignment=alignment)
+            model = HiggsAudioTokenizer(config, alignment=alignment, batching=batching)
         state = read_state_dict(folder, config)
         model.to_empty(device="cpu")
         load_state_strict(model, state, str(folder))

@@ -42,6 +42,7 @@ from .config import HiggsConfig
 from .semantic import SemanticDecoder, SemanticEncoder
 
 ALIGNMENTS = ("original", "transformers")
+BATCHING = ("auto", "padded", "per_item")
 MIN_SAMPLES = 120
 _HUBERT_PAD = 160  # both references pad the 16 kHz HuBERT input by a constant 160 on each side
 
@@ -52,16 +53,26 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
     Args:
         config: model geometry (:class:`HiggsConfig`; defaults are the published model).
         alignment: default padding rule, ``"original"`` or ``"transformers"`` (module docstring).
+        batching: how a batch of several items runs. ``"padded"``: one forward pass over the right-padded
+            batch, with per-item lengths masked through every layer (padding never reaches normalisation
+            statistics, attention or convolutions); equal to each item alone up to float summation order,
+            which the convolution library may choose by tensor shape. ``"per_item"``: one forward pass per
+            item at its own length, bit-identical to encoding/decoding it alone. ``"auto"`` (default):
+            ``"per_item"`` on CPU, where it measured as fast or faster (2 cores: 8 x 4 s decode 3.3 s vs
+            5.0 s batched), ``"padded"`` on accelerators.
 
     Build one from a checkpoint with :func:`tokenwave.load_tokenizer`; the constructor makes random
     weights and never downloads anything.
     """
 
-    def __init__(self, config: HiggsConfig | None = None, *, alignment: str = "original"):
+    def __init__(
+        self, config: HiggsConfig | None = None, *, alignment: str = "original", batching: str = "auto"
+    ):
         super().__init__()
         config = config or HiggsConfig()
         self.config = config
         self.alignment = _check_alignment(alignment)
+        self.batching = _check_batching(batching)
         self.acoustic_encoder = DacEncoder(
             config.acoustic_encoder_hidden_size, config.downsampling_ratios, config.acoustic_hidden_size
         )
@@ -149,14 +160,13 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         align = _check_alignment(alignment or self.alignment)
         x, lengths = self._prepare_audio(audio, lengths)
         audio_lengths = torch.full((x.shape[0],), x.shape[-1]) if lengths is None else lengths
-        embeddings, frames = self._embed(x, lengths, align)
-        codes = self.quantizer.encode(embeddings, k)
-        if frames is not None:
-            codes = zero_pad_frames(codes, frames.to(codes.device))
-            frames = frames.cpu()
+        if self._per_item(x):
+            items = [x[i : i + 1, :, :n] for i, n in enumerate(audio_lengths.tolist())]
+            parts = [self._encode_padded(item, None, k, align)[0] for item in items]
+            codes, frames = _stack_right_padded(parts)
         else:
-            frames = torch.full((x.shape[0],), codes.shape[-1])
-        return EncodedAudio(codes, frames.long(), audio_lengths.long().cpu(), self.frame_rate, self.sample_rate)
+            codes, frames = self._encode_padded(x, lengths, k, align)
+        return EncodedAudio(codes, frames, audio_lengths.long().cpu(), self.frame_rate, self.sample_rate)
 
     @torch.inference_mode()
     def decode(self, codes, lengths=None, *, crop: bool = False, audio_lengths=None) -> DecodedAudio:
@@ -178,13 +188,12 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
             audio_lengths = codes.audio_lengths if audio_lengths is None else audio_lengths
             codes = codes.codes
         codes, lengths = self._prepare_codes(codes, lengths)
-        quantized = self.quantizer.decode(codes).to(self.fc2.weight.dtype)
-        latent = self.fc2(quantized.transpose(1, 2)).transpose(1, 2)
-        dev_lengths = None if lengths is None else lengths.to(codes.device)
-        audio, out_lengths = self.acoustic_decoder(latent, dev_lengths)
-        if out_lengths is None:
-            out_lengths = torch.full((audio.shape[0],), audio.shape[-1])
-        out_lengths = out_lengths.cpu()
+        if self._per_item(codes):
+            frames = [codes.shape[-1]] * codes.shape[0] if lengths is None else lengths.tolist()
+            parts = [self._decode_padded(codes[i : i + 1, :, :n], None)[0] for i, n in enumerate(frames)]
+            audio, out_lengths = _stack_right_padded(parts)
+        else:
+            audio, out_lengths = self._decode_padded(codes, lengths)
         if crop:
             if audio_lengths is None:
                 raise ValueError("crop=True needs audio_lengths (or an EncodedAudio to decode)")
@@ -193,6 +202,31 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         if bool((out_lengths < audio.shape[-1]).any()):
             audio = zero_pad_frames(audio, out_lengths.to(audio.device))
         return DecodedAudio(audio, out_lengths.long(), self.sample_rate)
+
+    # ---- batching -------------------------------------------------------------------------------
+    def _per_item(self, x: torch.Tensor) -> bool:
+        if x.shape[0] == 1:
+            return False
+        if self.batching == "auto":
+            return x.device.type == "cpu"
+        return self.batching == "per_item"
+
+    def _encode_padded(self, x, lengths, k: int, align: str):
+        """One forward pass over a right-padded batch: codes ``[B, k, T]`` (zero past each item) and frames."""
+        embeddings, frames = self._embed(x, lengths, align)
+        codes = self.quantizer.encode(embeddings, k)
+        if frames is None:
+            return codes, torch.full((x.shape[0],), codes.shape[-1])
+        return zero_pad_frames(codes, frames.to(codes.device)), frames.cpu().long()
+
+    def _decode_padded(self, codes, lengths):
+        """One forward pass over right-padded codes: audio ``[B, 1, N]`` and valid samples per item."""
+        quantized = self.quantizer.decode(codes).to(self.fc2.weight.dtype)
+        latent = self.fc2(quantized.transpose(1, 2)).transpose(1, 2)
+        audio, out_lengths = self.acoustic_decoder(latent, None if lengths is None else lengths.to(codes.device))
+        if out_lengths is None:
+            return audio, torch.full((audio.shape[0],), audio.shape[-1])
+        return audio, out_lengths.cpu().long()
 
     def save_pretrained(self, folder) -> None:
         """Write the transformers format (``config.json`` + ``model.safetensors``); transformers loads it."""
@@ -342,6 +376,21 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         if lengths is not None and bool((lengths == t).all()):
             lengths = None
         return codes, lengths
+
+
+def _stack_right_padded(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``[1, C, T_i]`` tensors into ``[B, C, max T_i]`` (zeros past each item) and the ``T_i``."""
+    lengths = torch.tensor([p.shape[-1] for p in parts])
+    out = parts[0].new_zeros(len(parts), parts[0].shape[1], int(lengths.max()))
+    for i, p in enumerate(parts):
+        out[i, :, : p.shape[-1]] = p[0]
+    return out, lengths
+
+
+def _check_batching(batching: str) -> str:
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+    return batching
 
 
 def _check_alignment(alignment: str) -> str:

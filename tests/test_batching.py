@@ -53,6 +53,16 @@ def _decode_error(model, batch):
     return worst
 
 
+def _check_batch_equals_single_items(model, items, alignment, mode):
+    with batching(model, mode):
+        batch, agreement = _agreement(model, items, alignment)
+        err = _decode_error(model, batch)
+    assert agreement >= 0.999, agreement
+    assert err <= 1e-5
+    if mode == "per_item":
+        assert agreement == 1.0 and err == 0.0
+
+
 # "padded": one masked forward pass. The convolution library may pick another summation order for another
 # tensor shape (even a batch of two identical unpadded items differs from one item in the last bits), so
 # codes may flip at a near-tie (the issue allows >= 99.9 % agreement) and audio differs within float noise
@@ -61,26 +71,13 @@ def _decode_error(model, batch):
 @pytest.mark.parametrize("mode", ["padded", "per_item"])
 @pytest.mark.parametrize("alignment", ["original", "transformers"])
 def test_tiny_batch_equals_single_items(tiny_model, alignment, mode):
-    with batching(tiny_model, mode):
-        batch, agreement = _agreement(tiny_model, _items(LENGTHS, 0), alignment)
-        err = _decode_error(tiny_model, batch)
-    assert agreement >= 0.999, agreement
-    assert err <= 1e-5
-    if mode == "per_item":
-        assert agreement == 1.0 and err == 0.0
+    _check_batch_equals_single_items(tiny_model, _items(LENGTHS, 0), alignment, mode)
 
 
 @pytest.mark.parametrize("mode", ["padded", "per_item"])
 @pytest.mark.parametrize("alignment", ["original", "transformers"])
 def test_published_geometry_batch_equals_single_items(published_pair, alignment, mode):
-    _, model = published_pair
-    with batching(model, mode):
-        batch, agreement = _agreement(model, _items(SHORT_LENGTHS, 1), alignment)
-        err = _decode_error(model, batch)
-    assert agreement >= 0.999, agreement
-    assert err <= 1e-5
-    if mode == "per_item":
-        assert agreement == 1.0 and err == 0.0
+    _check_batch_equals_single_items(published_pair[1], _items(SHORT_LENGTHS, 1), alignment, mode)
 
 
 def test_auto_batching_is_per_item_on_cpu(tiny_model):

@@ -7,12 +7,14 @@ concrete codec class.
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["AudioTokenizer", "EncodedAudio", "DecodedAudio", "TokenwaveError", "InvalidAudioError",
-           "InvalidCodesError", "CheckpointError", "ModelNotFoundError"]
+           "InvalidCodesError", "CodesFileError", "CheckpointError", "ModelNotFoundError", "config_hash"]
 
 
 class TokenwaveError(Exception):
@@ -25,6 +27,10 @@ class InvalidAudioError(TokenwaveError, ValueError):
 
 class InvalidCodesError(TokenwaveError, ValueError):
     """Codes that cannot be decoded (wrong shape, dtype, codebook count or value range)."""
+
+
+class CodesFileError(InvalidCodesError):
+    """A codes file that is not one, is damaged, or does not fit the tokenizer decoding it."""
 
 
 class CheckpointError(TokenwaveError):
@@ -82,8 +88,26 @@ class DecodedAudio:
         return [a[0, :n] for a, n in zip(self.audio, self.lengths.tolist())]
 
 
+def config_hash(config: dict) -> str:
+    """First 16 hex digits of the SHA-256 of ``config`` as canonical JSON (sorted keys, no spaces)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 class AudioTokenizer(abc.ABC):
     """Audio <-> discrete codes. ``encode`` then ``decode`` reconstructs the audio at ``sample_rate``."""
+
+    #: where the weights came from (folder or hub id); set by :func:`tokenwave.load_tokenizer`.
+    model_id: str | None = None
+
+    @abc.abstractmethod
+    def config_dict(self) -> dict:
+        """The model's configuration as the JSON object its checkpoint carries."""
+
+    @property
+    def config_hash(self) -> str:
+        """:func:`config_hash` of :meth:`config_dict`: identifies the geometry codes were made with."""
+        return config_hash(self.config_dict())
 
     @property
     @abc.abstractmethod

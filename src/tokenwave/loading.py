@@ -156,6 +156,7 @@ def load_tokenizer(
         dtype = getattr(torch, dtype)
     model.to(device=device or "cpu", dtype=dtype or torch.float32)
     model.quantizer.float()  # nearest-codeword search stays float32 whatever the model dtype
+    model.model_id = str(name_or_path or default_model())
     return model.eval()
 
 

@@ -112,6 +112,9 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
     def codebook_size(self) -> int:
         return self.config.codebook_size
 
+    def config_dict(self) -> dict:
+        return self.config.to_transformers_dict()
+
     @property
     def device(self) -> torch.device:
         return self.fc.weight.device

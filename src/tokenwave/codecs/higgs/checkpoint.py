@@ -150,11 +150,16 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
 def save_transformers(model, folder: str | Path) -> Path:
     """Write ``model`` as ``config.json`` + ``model.safetensors`` (+ ``preprocessor_config.json``) that
     transformers' ``HiggsAudioV2TokenizerModel.from_pretrained`` loads."""
+    return write_transformers(model.config, model.state_dict(), folder)
+
+
+def write_transformers(config: HiggsConfig, state: dict[str, torch.Tensor], folder: str | Path) -> Path:
+    """Write a transformers-keyed ``state`` of the model of ``config`` as :func:`save_transformers` does
+    (``config.json``, ``preprocessor_config.json``, ``model.safetensors`` with every tensor as float32)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = model.config
     (folder / "config.json").write_text(json.dumps(config.to_transformers_dict(), indent=2) + "\n")
     preprocessor = {
         "feature_extractor_type": "DacFeatureExtractor",
@@ -166,6 +171,95 @@ def save_transformers(model, folder: str | Path) -> Path:
         "sampling_rate": config.sample_rate,
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
+
+
+# ---- transformers -> original ------------------------------------------------------------------------
+_UNIT_PARTS = ("snake1", "conv1", "snake2", "conv2")  # original ResidualUnit.block.{0..3}
+
+# Inverse of _ORIGINAL_TO_TRANSFORMERS (pattern on transformers keys, replacement); first match wins.
+_TRANSFORMERS_TO_ORIGINAL = [
+    (r"^acoustic_encoder\.conv1\.", "encoder.block.0."),
+    (r"^acoustic_encoder\.block\.(\d+)\.res_unit([1-3])\.(snake1|conv1|snake2|conv2)\.",
+     lambda m: f"encoder.block.{int(m[1]) + 1}.block.{int(m[2]) - 1}.block.{_UNIT_PARTS.index(m[3])}."),
+    (r"^acoustic_encoder\.block\.(\d+)\.snake1\.", lambda m: f"encoder.block.{int(m[1]) + 1}.block.3."),
+    (r"^acoustic_encoder\.block\.(\d+)\.conv1\.", lambda m: f"encoder.block.{int(m[1]) + 1}.block.4."),
+    (r"^acoustic_decoder\.conv1\.", "decoder_2.model.0."),
+    (r"^acoustic_decoder\.block\.(\d+)\.snake1\.", lambda m: f"decoder_2.model.{int(m[1]) + 1}.block.0."),
+    (r"^acoustic_decoder\.block\.(\d+)\.conv_t1\.", lambda m: f"decoder_2.model.{int(m[1]) + 1}.block.1."),
+    (r"^acoustic_decoder\.block\.(\d+)\.res_unit([1-3])\.(snake1|conv1|snake2|conv2)\.",
+     lambda m: f"decoder_2.model.{int(m[1]) + 1}.block.{int(m[2]) + 1}.block.{_UNIT_PARTS.index(m[3])}."),
+    (r"^quantizer\.quantizers\.(\d+)\.codebook\.", r"quantizer.vq.layers.\1._codebook."),
+    (r"^quantizer\.quantizers\.(\d+)\.", r"quantizer.vq.layers.\1."),
+    (r"^fc\.", "fc_prior."),
+    (r"^fc1\.", "fc_post1."),
+    (r"^fc2\.", "fc_post2."),
+    # The semantic residual units' second conv is a bare Conv1d in the original too: unchanged.
+    (r"^((?:en|de)coder_semantic\..*res_units\.\d+\.conv2\.)", r"\1"),
+    (r"^((?:en|de)coder_semantic\.(?:.*\.)?(?:conv|conv1|conv2))\.(?=(?:weight|bias)$)", r"\1.conv."),
+]
+MASKED_SPEC_EMBED = "semantic_model.masked_spec_embed"
+
+
+def is_weight_normed(key: str) -> bool:
+    """True for the transformers keys the original stores as a ``weight_g``/``weight_v`` pair: the weight of
+    every conv (and transposed conv) of the DAC acoustic encoder and decoder; nothing else."""
+    return key.startswith(("acoustic_encoder.", "acoustic_decoder.")) and key.endswith(".weight")
+
+
+def unfold_weight_norm(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(g, v)`` with ``fold_weight_norm(g, v) == weight`` up to float rounding: ``v = weight`` and
+    ``g = ||weight||`` over every dim but 0 (shape ``[C, 1, ..., 1]``, the shape ``torch.nn.utils.weight_norm``
+    gives ``weight_g``). Dim 0 is the output channel of a Conv1d and the input channel of a ConvTranspose1d,
+    as in the original. A row of zeros gets ``g = 0`` and ``v = 1`` so that folding gives 0, not NaN."""
+    w = weight.detach().float()
+    g = torch.norm_except_dim(w, 2, 0)
+    v = torch.where(g == 0, torch.ones_like(w), w)
+    return g.to(weight.dtype), v.to(weight.dtype)
+
+
+def _rename_transformers(key: str) -> str:
+    for pattern, repl in _TRANSFORMERS_TO_ORIGINAL:
+        new, n = re.subn(pattern, repl, key, count=1)
+        if n:
+            return new
+    return key
+
+
+def transformers_to_original(
+    state: dict[str, torch.Tensor], config: HiggsConfig, *, masked_spec_embed: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """A transformers-keyed state dict in the original (boson-multimodal) layout: the exact inverse of
+    :func:`original_to_transformers`'s renaming, with every acoustic conv weight unfolded into a
+    ``weight_g``/``weight_v`` pair (:func:`unfold_weight_norm`). Re-folding gives the weights back within float
+    rounding (max abs difference ~1e-7 on O(1) weights), not bitwise: the original ``v`` are not recoverable
+    and any positive rescaling of ``v`` is equivalent.
+
+    ``semantic_model.masked_spec_embed`` (HuBERT's SpecAugment vector, ``[hidden]``), which the transformers
+    format does not carry, is written only when given (e.g. taken from an original checkpoint); otherwise it
+    is left out rather than made up: the original loader builds its teacher with ``from_pretrained`` and then
+    loads ``model.pth`` with ``strict=False``, so a missing entry keeps the teacher's own value (the one the
+    published checkpoint holds, the teacher being frozen), whereas zeros would overwrite it. The vector is
+    only used by HuBERT's time masking in training mode, never at inference.
+    """
+    n = len(config.downsampling_ratios)
+    tails = {"acoustic_encoder.snake1.alpha": f"encoder.block.{n + 1}.alpha",
+             "acoustic_decoder.snake1.alpha": f"decoder_2.model.{n + 1}.alpha"}
+    conv_tails = {"acoustic_encoder.conv2.": f"encoder.block.{n + 2}.",
+                  "acoustic_decoder.conv2.": f"decoder_2.model.{n + 2}."}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key in tails:
+            new = tails[key]
+        else:
+            prefix = next((p for p in conv_tails if key.startswith(p)), None)
+            new = conv_tails[prefix] + key[len(prefix):] if prefix else _rename_transformers(key)
+        if is_weight_normed(key):
+            out[new + "_g"], out[new + "_v"] = unfold_weight_norm(value)
+        else:
+            out[new] = value
+    if masked_spec_embed is not None:
+        out[MASKED_SPEC_EMBED] = masked_spec_embed
+    return out

@@ -189,6 +189,59 @@ class HiggsConfig:
             semantic=sem,
         )
 
+    def to_original_dict(self) -> dict:
+        """The original (boson-multimodal) ``config.json`` layout; inverse of :meth:`from_original_dict`.
+
+        The published geometry gives the published file's content, key order included. The original lists
+        4 kbps after the 2 kbps its 8 codebooks carry (it caps any bandwidth at ``n_q`` codebooks); we write
+        the same shape, our bandwidths plus twice the largest, which :meth:`from_original_dict` drops again.
+        ``n_filters`` (unused by the original) is written as published. Widths the original code hard-codes
+        (DAC encoder 64 / decoder 1024, HuBERT-base) go, when they differ, into ``tokenwave_geometry``, which
+        only tokenwave reads (the original constructor would refuse the key).
+
+        Raises:
+            ValueError: a geometry the original layout cannot express (different encoder and decoder
+                ratios, another HuBERT hop), i.e. one that would not read back as ``self``.
+        """
+        if self.upsampling_ratios != self.downsampling_ratios:
+            raise ValueError(
+                f"the original config layout has one 'ratios' list for encoder and decoder; this config has "
+                f"downsampling {list(self.downsampling_ratios)} and upsampling {list(self.upsampling_ratios)}"
+            )
+        if self.downsample_factor != HiggsConfig.downsample_factor:
+            raise ValueError(
+                f"the original code hard-codes the HuBERT hop 320; this config has {self.downsample_factor}"
+            )
+        last = self.target_bandwidths[-1]
+        out = {
+            "n_filters": 32,
+            "D": self.acoustic_hidden_size,
+            "codebook_dim": self.codebook_dim,
+            "target_bandwidths": [*self.target_bandwidths, 2 * last],
+            "ratios": list(self.downsampling_ratios),
+            "sample_rate": self.sample_rate,
+            "bins": self.codebook_size,
+            "n_q": self.num_quantizers,
+            "semantic_techer": "hubert_base_general",  # (sic)
+        }
+        if self.semantic_sample_rate != HiggsConfig.semantic_sample_rate:
+            out["semantic_sample_rate"] = self.semantic_sample_rate
+        published = HiggsConfig()
+        geometry = (self.acoustic_encoder_hidden_size, self.acoustic_decoder_hidden_size, self.semantic)
+        if geometry != (published.acoustic_encoder_hidden_size, published.acoustic_decoder_hidden_size,
+                        published.semantic):
+            out["tokenwave_geometry"] = {
+                "acoustic_encoder_hidden_size": self.acoustic_encoder_hidden_size,
+                "acoustic_decoder_hidden_size": self.acoustic_decoder_hidden_size,
+                "semantic_model_config": self.semantic.to_dict(),
+            }
+        if HiggsConfig.from_original_dict(out) != self:
+            raise ValueError(
+                f"this config cannot be expressed in the original layout: {out} reads back as "
+                f"{HiggsConfig.from_original_dict(out)}"
+            )
+        return out
+
     def replace(self, **changes) -> HiggsConfig:
         return replace(self, **changes)
 

@@ -90,6 +90,15 @@ class HiggsConfig:
             )
         return max(1, math.floor(bandwidth / self.bandwidth_per_codebook))
 
+    def identity_dict(self) -> dict:
+        """What defines the model's outputs: :meth:`to_transformers_dict` without the HuBERT fields tokenwave
+        does not use (transformers' config carries 25 of them; the original layout none). Its hash is the
+        same whichever format the checkpoint came in."""
+        d = self.to_transformers_dict()
+        used = {k: v for k, v in self.semantic.to_dict().items() if k not in self.semantic.extra}
+        d["semantic_model_config"] = {"model_type": "hubert", **used}
+        return d
+
     # ---- transformers layout -------------------------------------------------------------------
     def to_transformers_dict(self) -> dict:
         return {

@@ -153,7 +153,7 @@ def describe_model_folder(path: str | os.PathLike) -> dict:
         "acoustic_hidden_size": config.acoustic_hidden_size,
         "semantic_hidden_size": config.semantic.hidden_size,
         "semantic_num_layers": config.semantic.num_hidden_layers,
-        "config_hash": config_hash(config.to_transformers_dict()),
+        "config_hash": config_hash(config.identity_dict()),
     }
 
 

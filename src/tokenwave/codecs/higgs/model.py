@@ -113,7 +113,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         return self.config.codebook_size
 
     def config_dict(self) -> dict:
-        return self.config.to_transformers_dict()
+        return self.config.identity_dict()
 
     @property
     def device(self) -> torch.device:
@@ -206,6 +206,25 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
             audio = zero_pad_frames(audio, out_lengths.to(audio.device))
         return DecodedAudio(audio, out_lengths.long(), self.sample_rate)
 
+    @torch.inference_mode()
+    def _encode_window(self, segment, start: int, total: int, *, bandwidth: float | None = None,
+                       num_codebooks: int | None = None, alignment: str | None = None) -> torch.Tensor:
+        """Codes ``[K, n]`` of samples ``[start, start + len(segment))`` of a signal of ``total`` samples, on
+        the whole signal's frame grid (``start`` a multiple of ``hop_length``): the acoustic branch gets the
+        padding the whole signal gets, so its frames line up with whole-file encoding. Used by
+        :func:`tokenwave.streaming.encode_chunked`."""
+        if start % self.hop_length:
+            raise ValueError(f"window start {start} is not a multiple of hop_length {self.hop_length}")
+        k = self._resolve_codebooks(bandwidth, num_codebooks)
+        align = _check_alignment(alignment or self.alignment)
+        x, _ = self._prepare_audio(segment, None)
+        if x.shape[0] != 1:
+            raise InvalidAudioError(f"a window is one mono signal, got {x.shape[0]} items")
+        n = torch.tensor([total])
+        pad = int(self._acoustic_padding(n, self._semantic_frames(n), align)[0])
+        embeddings, _ = self._embed(x, None, align, acoustic_pad=pad)
+        return self.quantizer.encode(embeddings, k)[0]
+
     # ---- batching -------------------------------------------------------------------------------
     def _per_item(self, x: torch.Tensor) -> bool:
         if x.shape[0] == 1:
@@ -266,8 +285,11 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         unpadded = self.acoustic_encoder.output_length(lengths)
         return torch.where(unpadded != semantic_frames, pad, 0)
 
-    def _embed(self, x: torch.Tensor, lengths: torch.Tensor | None, align: str):
-        """Fused latent ``[B, hidden, T]`` and per-item frames (None when the batch is unpadded)."""
+    def _embed(self, x: torch.Tensor, lengths: torch.Tensor | None, align: str, acoustic_pad: int | None = None):
+        """Fused latent ``[B, hidden, T]`` and per-item frames (None when the batch is unpadded).
+
+        ``acoustic_pad`` overrides the padding rule's choice for an unpadded batch (windows of a longer
+        signal use the whole signal's choice)."""
         batch, _, total = x.shape
         dev_lengths = None if lengths is None else lengths.to(x.device)
         e_sem = self._semantic(x, dev_lengths)
@@ -275,7 +297,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         sem_frames = self._semantic_frames(item_lengths)
         pads = self._acoustic_padding(item_lengths, sem_frames, align)
         if lengths is None:
-            p = int(pads[0])
+            p = int(pads[0]) if acoustic_pad is None else acoustic_pad
             e_ac, _ = self.acoustic_encoder(F.pad(x, (p, p)) if p else x)
             frames = min(e_ac.shape[-1], e_sem.shape[-1])
             e = torch.cat([e_ac[..., :frames], e_sem[..., :frames]], dim=1)

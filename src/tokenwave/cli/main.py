@@ -1,19 +1,49 @@
-"""``tokenwave`` command line."""
+"""``tokenwave`` command line.
+
+Importing this module loads no model code (no torch): each command imports what it needs when it runs.
+Exit codes: 0 success; 1 a file (or the path given to ``info`` / ``convert``) failed; 2 usage errors and
+models that cannot be found.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="tokenwave: audio <-> discrete tokens.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="tokenwave: audio <-> discrete tokens.", no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None)
 
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Model folder or hub id (default: $TOKENWAVE_MODEL, else the published "
                  "bosonai/higgs-audio-v2-tokenizer)."),
 ]
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class WavFormat(str, Enum):
+    float = "float"
+    pcm16 = "pcm16"
+
+
+class CheckpointFormat(str, Enum):
+    original = "original"
+    transformers = "transformers"
+
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu, cuda or cuda:1.")]
+DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Model parameter dtype.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist (default: skip them).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line; warnings and "
+                                        "failures are still printed (stderr).")]
 
 
 @app.callback()
@@ -45,6 +75,289 @@ def demo(
     except (TokenwaveError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _error(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _load_tokenizer(model: str | None, device: str, dtype: DType):
+    """The tokenizer, or exit: 2 when the model cannot be found or the device is unusable, 1 when its
+    checkpoint is broken."""
+    from ..api import ModelNotFoundError, TokenwaveError
+    from ..loading import load_tokenizer
+
+    try:
+        return load_tokenizer(model, device=device, dtype=dtype.value)
+    except ModelNotFoundError as e:
+        raise _error(str(e), 2) from None
+    except TokenwaveError as e:
+        raise _error(str(e), 1) from None
+    except (RuntimeError, AssertionError, ValueError) as e:  # unknown or unavailable device
+        raise _error(f"cannot put the model on device {device!r} as {dtype.value}: {e}", 2) from None
+
+
+def _plan(inputs: list[Path], output: Path, suffixes, out_suffix: str, overwrite: bool):
+    from . import batch
+
+    try:
+        jobs = batch.plan_jobs(inputs, output, suffixes=suffixes, out_suffix=out_suffix)
+    except batch.UsageError as e:
+        raise _error(str(e), 2) from None
+    todo = [j for j in jobs if overwrite or j.error or not j.dst.exists()]
+    return jobs, todo
+
+
+def _finish(run, quiet: bool) -> None:
+    if not quiet:
+        typer.echo(run.summary())
+    if run.failed:
+        if quiet:
+            typer.echo(run.summary(), err=True)
+        typer.echo("failed:", err=True)
+        for line in run.failure_lines():
+            typer.echo(line, err=True)
+        raise typer.Exit(1)
+
+
+def _no_files(inputs: list[Path], kinds: str) -> None:
+    folders = [str(p) for p in inputs if p.is_dir()]
+    typer.echo(f"warning: no {kinds} found in {', '.join(folders) or 'the inputs'}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------- encode
+
+@app.command(short_help="Encode audio files and folders into codes files (.twc).")
+def encode(
+    inputs: Annotated[list[Path], typer.Argument(
+        metavar="INPUT", show_default=False,
+        help="Audio files and/or folders; folders are searched recursively for audio files (.wav, .flac, .ogg, "
+             ".opus, .mp3, .aiff, .au, .w64, .rf64, .caf; hidden names skipped).")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", show_default=False,
+        help="Output folder: each input's tree is mirrored below it, IN/a/b.flac -> OUT/a/b.twc (a file given "
+             "directly -> OUT/<name>.twc). For one input file, a name ending in .twc is written exactly.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DTypeOpt = DType.float32,
+    bandwidth: Annotated[float | None, typer.Option(
+        help="kbps: 0.5, 1, 1.5 or 2 for the Higgs tokenizer (2, 4, 6, 8 codebooks; default: all).")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Short files encoded per forward pass.")] = 8,
+    chunk_seconds: Annotated[float, typer.Option(
+        "--chunk-seconds", min=0.0,
+        help="Files longer than chunk + 2 x context seconds are streamed from disk and encoded in windows of "
+             "this many seconds (bounded memory); 0 encodes every file whole.")] = 30.0,
+    context_seconds: Annotated[float, typer.Option(
+        "--context-seconds", min=0.0, help="Audio each window also sees on each side.")] = 5.0,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Encode audio files into codes files (.twc), several files per forward pass.
+
+    Audio of any rate and channel count is read as mono at the model's rate (channels averaged, with a warning).
+    Outputs that exist are skipped unless --overwrite.
+    A file that fails (unreadable, empty, too short, NaN) does not stop the others; the summary lists it, exit code 1.
+    """
+    from ..audio import AUDIO_EXTENSIONS
+    from . import batch
+
+    jobs, todo = _plan(inputs, output, AUDIO_EXTENSIONS, batch.CODES_SUFFIX, overwrite)
+    if not jobs:
+        _no_files(inputs, "audio files")
+    run = batch.Run("encoded", len(todo), echo_err=lambda s: typer.echo(s, err=True), show_progress=not quiet,
+                    skipped=len(jobs) - len(todo))
+    if todo:
+        tok = _load_tokenizer(model, device, dtype)
+        if bandwidth is not None:
+            resolve = getattr(tok, "_resolve_codebooks", None)
+            try:
+                if resolve is not None:
+                    resolve(bandwidth, None)
+            except ValueError as e:
+                raise _error(f"--bandwidth: {e}", 2) from None
+        with run:
+            batch.encode_files(tok, todo, run, bandwidth=bandwidth, batch_size=batch_size,
+                               chunk_seconds=chunk_seconds, context_seconds=context_seconds)
+    _finish(run, quiet)
+
+
+# ---------------------------------------------------------------------------------------------- decode
+
+@app.command(short_help="Decode codes files (.twc) and folders into WAV files.")
+def decode(
+    inputs: Annotated[list[Path], typer.Argument(
+        metavar="INPUT", show_default=False,
+        help="Codes files (.twc) and/or folders, searched recursively for .twc files (hidden names skipped).")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", show_default=False,
+        help="Output folder: IN/a/b.twc -> OUT/a/b.wav (a file given directly -> OUT/<name>.wav). For one "
+             "input file, a name ending in .wav is written exactly.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DTypeOpt = DType.float32,
+    format: Annotated[WavFormat, typer.Option(
+        "--format", help="WAV sample format: float (32-bit float, exact; the default) or pcm16 (16-bit).")
+    ] = WavFormat.float,
+    ignore_model_mismatch: Annotated[bool, typer.Option(
+        "--ignore-model-mismatch",
+        help="Decode codes whose recorded config hash differs from the model's (warns instead of failing).")
+    ] = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode codes files (.twc) into mono WAV files at the model's sample rate.
+
+    Each output has exactly the original input's length (samples at the model's rate, recorded in the codes file).
+    Long files are decoded in windows (bounded memory). Outputs that exist are skipped unless --overwrite.
+    Codes that do not fit the model (rates, codebook size or count) or come from another model (config hash) fail.
+    A file that fails does not stop the others; the summary lists it, exit code 1.
+    """
+    from . import batch
+
+    jobs, todo = _plan(inputs, output, {batch.CODES_SUFFIX}, batch.WAV_SUFFIX, overwrite)
+    if not jobs:
+        _no_files(inputs, "codes files (.twc)")
+    run = batch.Run("decoded", len(todo), echo_err=lambda s: typer.echo(s, err=True), show_progress=not quiet,
+                    skipped=len(jobs) - len(todo))
+    if todo:
+        tok = _load_tokenizer(model, device, dtype)
+        with run:
+            batch.decode_files(tok, todo, run, subtype="FLOAT" if format is WavFormat.float else "PCM_16",
+                               ignore_model_mismatch=ignore_model_mismatch)
+    _finish(run, quiet)
+
+
+# ---------------------------------------------------------------------------------------------- convert
+
+@app.command(short_help="Convert a checkpoint between the transformers and original formats.")
+def convert(
+    src: Annotated[Path, typer.Argument(metavar="SRC", show_default=False, help="Model folder, either format.")],
+    dst: Annotated[Path, typer.Argument(metavar="DST", show_default=False,
+                                        help="Folder to write (must be new or empty).")],
+    to: Annotated[CheckpointFormat, typer.Option(
+        "--to", case_sensitive=False, show_default=False,
+        help="transformers (config.json + model.safetensors) or original (boson-multimodal config.json + "
+             "model.pth).")],
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Write into a non-empty DST, replacing the checkpoint files there.")] = False,
+) -> None:
+    """Convert a Higgs tokenizer checkpoint between the transformers and the original format."""
+    from ..api import TokenwaveError
+    from ..codecs.higgs.convert import convert_checkpoint, folder_format
+
+    try:
+        source_format = folder_format(src)
+        out = convert_checkpoint(src, dst, to.value, overwrite=overwrite)
+    except (TokenwaveError, OSError) as e:
+        raise _error(str(e), 1) from None
+    typer.echo(f"wrote {out} ({to.value} format, from {src}, {source_format} format):")
+    for path in sorted(out.iterdir()):
+        if path.is_file():
+            typer.echo(f"  {path.name:28} {path.stat().st_size:>14,} bytes")
+
+
+# ---------------------------------------------------------------------------------------------- info
+
+def _codes_info(path: Path) -> dict:
+    from dataclasses import asdict
+
+    from ..codesfile import read_header
+
+    header = read_header(path)
+    return {
+        "kind": "codes_file",
+        "path": str(path),
+        "file_bytes": path.stat().st_size,
+        "duration_seconds": header.num_samples / header.sample_rate,
+        "bitrate_bps": header.num_codebooks * header.bits_per_code * header.frame_rate,
+        **asdict(header),
+    }
+
+
+def _print_codes_info(d: dict) -> None:
+    import json
+
+    rows = [
+        ("codes file", d["path"]),
+        ("size", f"{d['file_bytes']:,} bytes (payload {d['payload_bytes']:,}, crc32 {d['payload_crc32']:#010x})"),
+        ("model", str(d["model_id"])),
+        ("config hash", str(d["config_hash"])),
+        ("audio", f"{d['duration_seconds']:.3f} s = {d['num_samples']:,} samples at {d['sample_rate']} Hz"),
+        ("codes", f"{d['num_codebooks']} codebooks x {d['num_frames']:,} frames at {d['frame_rate']:g} frames/s"),
+        ("codebook size", f"{d['codebook_size']} ({d['bits_per_code']} bits per code)"),
+        ("bitrate", f"{d['bitrate_bps'] / 1000:g} kbps"),
+        ("source", str(d["source"])),
+        ("written by", f"tokenwave {d['tokenwave_version']}"),
+    ]
+    if d["extra"]:
+        rows.append(("extra", json.dumps(d["extra"], sort_keys=True)))
+    for key, value in rows:
+        typer.echo(f"{key:14} {value}")
+
+
+def _print_model_info(d: dict) -> None:
+    weights = "none"
+    if d["weights"]:
+        weights = (f"{d['weights']} ({d['num_tensors']} tensors, {d['num_parameters']:,} values, "
+                   f"{', '.join(d['dtypes'])})")
+    rows = [
+        ("model folder", d["path"]),
+        ("format", f"{d['format']} ({d['model_type']})"),
+        ("weights", weights),
+        ("audio", f"{d['sample_rate']} Hz, {d['frame_rate']:g} frames/s, hop {d['hop_length']} samples"),
+        ("codebooks", f"{d['num_codebooks']} x {d['codebook_size']} entries of dim {d['codebook_dim']}"),
+        ("bandwidths", ", ".join(f"{b:g}" for b in d["target_bandwidths"]) + " kbps"),
+        ("acoustic", f"hidden size {d['acoustic_hidden_size']}"),
+        ("semantic", f"hidden size {d['semantic_hidden_size']}, {d['semantic_num_layers']} layers"),
+        ("config hash", d["config_hash"]),
+    ]
+    for key, value in rows:
+        typer.echo(f"{key:14} {value}")
+    typer.echo("files")
+    for name, size in d["files"].items():
+        typer.echo(f"  {name:28} {size:>14,} bytes")
+
+
+@app.command(short_help="Describe a model folder or a codes file.")
+def info(
+    path: Annotated[Path, typer.Argument(metavar="PATH", show_default=False,
+                                         help="A model folder or a codes file (.twc).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of aligned lines.")] = False,
+) -> None:
+    """Describe a model folder (format, weights, geometry) or a codes file (header, duration, bitrate, size)."""
+    import json
+
+    from ..api import CodesFileError, TokenwaveError
+
+    if path.is_dir():
+        from ..codecs.higgs.convert import describe_model_folder
+
+        try:
+            data = {"kind": "model_folder", **describe_model_folder(path)}
+        except (TokenwaveError, OSError) as e:
+            raise _error(str(e), 1) from None
+        show = _print_model_info
+    elif path.is_file():
+        try:
+            data = _codes_info(path)
+        except CodesFileError as e:
+            if path.suffix.lower() == ".twc":
+                raise _error(str(e), 1) from None
+            reason = str(e).removeprefix(f"{path}: ")
+            raise _error(f"{path} is neither a model folder nor a tokenwave codes file ({reason})", 1) from None
+        except OSError as e:
+            raise _error(f"cannot read {path}: {e}", 1) from None
+        show = _print_codes_info
+    else:
+        raise _error(f"{path}: no such file or folder (expected a model folder or a codes file)", 1)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        show(data)
 
 
 if __name__ == "__main__":  # pragma: no cover

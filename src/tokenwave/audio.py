@@ -188,7 +188,8 @@ class AudioReader:
         ...         consume(chunk)
     """
 
-    def __init__(self, path: str | os.PathLike, target_rate: int, *, block_frames: int | None = None):
+    def __init__(self, path: str | os.PathLike, target_rate: int, *, block_frames: int | None = None,
+                 _warn_downmix: bool = True):
         self.target_rate = _check_rate(target_rate, "target_rate")
         if block_frames is not None and (isinstance(block_frames, bool) or int(block_frames) != block_frames
                                          or block_frames < 1):
@@ -226,8 +227,17 @@ class AudioReader:
         except BaseException:
             self.close()
             raise
-        if channels > 1:
+        if channels > 1 and _warn_downmix:
             _warn(f"{name}: {channels} channels averaged to mono")
+
+    @property
+    def num_samples(self) -> int:
+        """Samples at ``target_rate`` the whole file gives."""
+        return self.info.num_samples
+
+    def reopen(self) -> AudioReader:
+        """A new reader of the same file from its start (for a second pass; the mono warning is not repeated)."""
+        return AudioReader(self.name, self.target_rate, block_frames=self.block_frames, _warn_downmix=False)
 
     @property
     def closed(self) -> bool:

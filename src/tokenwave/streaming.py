@@ -100,41 +100,44 @@ def encode_chunked(
     """Encode one signal of any length in windows: codes ``[K, T]`` with ``T`` = the whole file's frames.
 
     Args:
-        tokenizer: any :class:`AudioTokenizer`; a codec whose frames depend on the total length (the
-            Higgs tokenizer's padding rule) supplies ``_encode_window`` to stay on the whole file's grid.
+        tokenizer: any :class:`AudioTokenizer`. A codec whose output depends on the whole signal supplies
+            hooks that keep windows on the whole signal's terms: ``_encode_window`` (the Higgs tokenizer:
+            the acoustic padding the whole length gets) and ``_chunked_statistics`` (a first pass over the
+            windows: the Higgs tokenizer's HuBERT GroupNorm statistics of the whole signal).
         source: 1-D float array/tensor at ``tokenizer.sample_rate``, or a reader with ``num_samples`` and
-            ``read(n) -> float32 array`` (e.g. :class:`tokenwave.audio.AudioReader`), read once, in order.
+            ``read(n) -> float32 array`` (e.g. :class:`tokenwave.audio.AudioReader`), read in order. A
+            codec with a first pass reads the source twice, through ``source.reopen()`` for readers.
         chunk_seconds: audio whose codes each window keeps.
         context_seconds: audio on each side of the kept part that the window also sees.
         bandwidth, num_codebooks: as in ``encode``.
-        progress: called with the number of input samples consumed after each window.
+        progress: called with the number of input samples encoded after each window.
 
     Memory holds one window (``chunk + 2 * context``) of audio and its activations, plus the codes.
     A signal no longer than one window is encoded whole, identical to ``tokenizer.encode``.
     """
-    if not hasattr(source, "read"):
-        source = ArraySource(source)
-    total = int(source.num_samples)
-    hop = tokenizer.hop_length
+    reader = source if hasattr(source, "read") else ArraySource(source)
+    total = int(reader.num_samples)
     num_frames = tokenizer.num_frames(total)
     chunk = _seconds_to_frames(tokenizer, chunk_seconds, "chunk_seconds")
     context = _seconds_to_frames(tokenizer, context_seconds, "context_seconds") if context_seconds else 0
-    window = getattr(tokenizer, "_encode_window", None)
+    plans = plan_windows(num_frames, chunk, context)
+    if len(plans) == 1:
+        (_, segment), = _windows(reader, plans, tokenizer.hop_length, total)
+        codes = tokenizer.encode(segment, bandwidth=bandwidth, num_codebooks=num_codebooks).codes[0].cpu()
+        if progress is not None:
+            progress(total)
+        return codes
+    window_fn = getattr(tokenizer, "_encode_window", None)
+    stats_fn = getattr(tokenizer, "_chunked_statistics", None)
+    options = {}
+    if stats_fn is not None:
+        options["statistics"] = stats_fn(_windows(reader, plans, tokenizer.hop_length, total), num_frames)
+        reader = reader.reopen() if hasattr(reader, "reopen") else ArraySource(source)
     parts = []
-    buf = np.zeros(0, dtype=np.float32)
-    buf_start = 0  # sample index of buf[0]
-    for plan in plan_windows(num_frames, chunk, context):
-        s0 = plan.start * hop
-        s1 = total if plan.end == num_frames else plan.end * hop
-        need = s1 - (buf_start + buf.shape[0])
-        if need > 0:
-            new = _read_exactly(source, need, buf_start + buf.shape[0], total)
-            buf = np.concatenate([buf, new])
-        buf = buf[s0 - buf_start :]
-        buf_start = s0
-        segment = torch.from_numpy(np.ascontiguousarray(buf[: s1 - s0]))
-        if window is not None:
-            codes = window(segment, s0, total, bandwidth=bandwidth, num_codebooks=num_codebooks)
+    for plan, segment in _windows(reader, plans, tokenizer.hop_length, total):
+        s0 = plan.start * tokenizer.hop_length
+        if window_fn is not None:
+            codes = window_fn(segment, s0, total, bandwidth=bandwidth, num_codebooks=num_codebooks, **options)
         else:
             codes = tokenizer.encode(segment, bandwidth=bandwidth, num_codebooks=num_codebooks).codes[0]
         expected = plan.end - plan.start
@@ -142,8 +145,24 @@ def encode_chunked(
             raise RuntimeError(f"window [{plan.start}, {plan.end}) gave {codes.shape[-1]} frames, expected {expected}")
         parts.append(codes[:, plan.keep_start - plan.start : plan.keep_end - plan.start].cpu())
         if progress is not None:
-            progress(min(s1, total))
+            progress(min(s0 + segment.shape[0], total))
     return torch.cat(parts, dim=-1)
+
+
+def _windows(reader, plans: list[ChunkPlan], hop: int, total: int) -> Iterator[tuple[ChunkPlan, torch.Tensor]]:
+    """``(plan, samples of its window)`` for each plan, reading ``reader`` once, in order."""
+    buf = np.zeros(0, dtype=np.float32)
+    buf_start = 0  # sample index of buf[0]
+    num_frames = plans[-1].end
+    for plan in plans:
+        s0 = plan.start * hop
+        s1 = total if plan.end == num_frames else plan.end * hop
+        need = s1 - (buf_start + buf.shape[0])
+        if need > 0:
+            buf = np.concatenate([buf, _read_exactly(reader, need, buf_start + buf.shape[0], total)])
+        buf = buf[s0 - buf_start :]
+        buf_start = s0
+        yield plan, torch.from_numpy(np.ascontiguousarray(buf[: s1 - s0]))
 
 
 def _read_exactly(source, n: int, position: int, total: int) -> np.ndarray:

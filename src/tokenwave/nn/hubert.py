@@ -86,9 +86,15 @@ class _GroupNormConvLayer(nn.Module):
         self.conv = nn.Conv1d(cin, cout, kernel, stride=stride, bias=bias)
         self.layer_norm = nn.GroupNorm(num_groups=cout, num_channels=cout, affine=True)
 
-    def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths=None, stats=None) -> torch.Tensor:
+        """``stats``: optional per-channel ``(mean, var)`` ``[C]`` to normalise with instead of this input's own
+        (a window of a longer signal uses the whole signal's statistics)."""
         x = self.conv(x)
-        if lengths is None or bool((lengths == x.shape[-1]).all()):
+        if stats is not None:
+            mean, var = (s.to(x.dtype)[:, None] for s in stats)
+            scale = self.layer_norm.weight[:, None] * torch.rsqrt(var + self.layer_norm.eps)
+            x = (x - mean) * scale + self.layer_norm.bias[:, None]
+        elif lengths is None or bool((lengths == x.shape[-1]).all()):
             x = self.layer_norm(x)
         else:
             # Per-item statistics over the item's own frames, the same op as for the item alone.
@@ -118,12 +124,12 @@ class HubertFeatureEncoder(nn.Module):
         ]
         self.conv_layers = nn.ModuleList(layers)
 
-    def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths=None, norm_stats=None) -> torch.Tensor:
         x = x[:, None]
-        for layer in self.conv_layers:
+        for i, layer in enumerate(self.conv_layers):
             if lengths is not None:
                 lengths = conv_out_length(lengths, layer.conv.kernel_size[0], layer.conv.stride[0])
-            x = layer(x, lengths)
+            x = layer(x, lengths, norm_stats) if i == 0 else layer(x, lengths)
         return x
 
 
@@ -234,16 +240,18 @@ class HubertModel(nn.Module):
         self.feature_projection = HubertFeatureProjection(config)
         self.encoder = HubertEncoder(config)
 
-    def forward(self, input_values: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward(self, input_values: torch.Tensor, lengths: torch.Tensor | None = None,
+                norm_stats=None) -> list[torch.Tensor]:
         """Args:
             input_values: ``[B, N]`` float audio.
             lengths: optional ``[B]`` valid samples per item (right padding); None when unpadded.
+            norm_stats: optional ``(mean, var)`` for the first layer's GroupNorm (see ``_GroupNormConvLayer``).
 
         Returns:
             The encoder input (after positional conv and LayerNorm) followed by every layer's output,
             each ``[B, H, hidden_size]``. With ``lengths``, frames past ``frames(lengths)`` are undefined.
         """
-        feats = self.feature_extractor(input_values, lengths).transpose(1, 2)
+        feats = self.feature_extractor(input_values, lengths, norm_stats).transpose(1, 2)
         hidden = self.feature_projection(feats)
         frame_lengths = None if lengths is None else self.config.frames(lengths)
         return self.encoder(hidden, frame_lengths)

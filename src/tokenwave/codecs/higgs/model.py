@@ -207,11 +207,40 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         return DecodedAudio(audio, out_lengths.long(), self.sample_rate)
 
     @torch.inference_mode()
+    def _chunked_statistics(self, windows, num_frames: int):
+        """Pass 1 of chunked encoding: the per-channel mean and variance that HuBERT's first GroupNorm takes
+        over the whole signal, accumulated (in float64) from the windows' kept frames. ``windows`` yields
+        ``(plan, segment)`` as :func:`tokenwave.streaming.encode_chunked` makes them."""
+        cfg = self.config
+        layer = self.semantic_model.feature_extractor.conv_layers[0]
+        per_frame = self.hop_length * cfg.semantic_sample_rate / cfg.sample_rate / layer.conv.stride[0]
+        if per_frame != int(per_frame):
+            return None  # windows would not align with the first layer's frames: keep per-window statistics
+        per_frame = int(per_frame)
+        total = count = 0
+        sq = 0
+        for plan, segment in windows:
+            x, _ = self._prepare_audio(segment, None)
+            wav = F.pad(resample(x[:, 0, :], cfg.sample_rate, cfg.semantic_sample_rate), (_HUBERT_PAD, _HUBERT_PAD))
+            y = layer.conv(wav[:, None].to(layer.conv.weight.dtype))[0].double()
+            lo = (plan.keep_start - plan.start) * per_frame
+            hi = y.shape[-1] if plan.keep_end == num_frames else (plan.keep_end - plan.start) * per_frame
+            y = y[:, lo:hi]
+            total = total + y.sum(-1)
+            sq = sq + (y * y).sum(-1)
+            count += y.shape[-1]
+        mean = total / count
+        var = (sq / count - mean * mean).clamp_min(0)
+        return mean.float(), var.float()
+
+    @torch.inference_mode()
     def _encode_window(self, segment, start: int, total: int, *, bandwidth: float | None = None,
-                       num_codebooks: int | None = None, alignment: str | None = None) -> torch.Tensor:
+                       num_codebooks: int | None = None, alignment: str | None = None,
+                       statistics=None) -> torch.Tensor:
         """Codes ``[K, n]`` of samples ``[start, start + len(segment))`` of a signal of ``total`` samples, on
         the whole signal's frame grid (``start`` a multiple of ``hop_length``): the acoustic branch gets the
-        padding the whole signal gets, so its frames line up with whole-file encoding. Used by
+        padding the whole signal gets, so its frames line up with whole-file encoding, and HuBERT's first
+        GroupNorm uses ``statistics`` (from :meth:`_chunked_statistics`) when given. Used by
         :func:`tokenwave.streaming.encode_chunked`."""
         if start % self.hop_length:
             raise ValueError(f"window start {start} is not a multiple of hop_length {self.hop_length}")
@@ -222,7 +251,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
             raise InvalidAudioError(f"a window is one mono signal, got {x.shape[0]} items")
         n = torch.tensor([total])
         pad = int(self._acoustic_padding(n, self._semantic_frames(n), align)[0])
-        embeddings, _ = self._embed(x, None, align, acoustic_pad=pad)
+        embeddings, _ = self._embed(x, None, align, acoustic_pad=pad, norm_stats=statistics)
         return self.quantizer.encode(embeddings, k)[0]
 
     # ---- batching -------------------------------------------------------------------------------
@@ -265,7 +294,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         f = cfg.semantic_downsample_factor
         return (hub + f - 1) // f
 
-    def _semantic(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    def _semantic(self, x: torch.Tensor, lengths: torch.Tensor | None, norm_stats=None) -> torch.Tensor:
         cfg = self.config
         wav = resample(x[:, 0, :], cfg.sample_rate, cfg.semantic_sample_rate)
         hub_lengths = None
@@ -274,7 +303,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
             wav = zero_pad_frames(wav[:, None], n16)[:, 0]  # drop filter tails past each item's end
             hub_lengths = n16 + 2 * _HUBERT_PAD
         wav = F.pad(wav, (_HUBERT_PAD, _HUBERT_PAD))
-        states = self.semantic_model(wav, hub_lengths)
+        states = self.semantic_model(wav, hub_lengths, norm_stats)
         features = torch.stack(states, dim=1).mean(dim=1)
         features = features[:, :: cfg.semantic_downsample_factor, :]
         frames = None if lengths is None else self._semantic_frames(lengths)
@@ -285,14 +314,15 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         unpadded = self.acoustic_encoder.output_length(lengths)
         return torch.where(unpadded != semantic_frames, pad, 0)
 
-    def _embed(self, x: torch.Tensor, lengths: torch.Tensor | None, align: str, acoustic_pad: int | None = None):
+    def _embed(self, x: torch.Tensor, lengths: torch.Tensor | None, align: str, acoustic_pad: int | None = None,
+               norm_stats=None):
         """Fused latent ``[B, hidden, T]`` and per-item frames (None when the batch is unpadded).
 
-        ``acoustic_pad`` overrides the padding rule's choice for an unpadded batch (windows of a longer
-        signal use the whole signal's choice)."""
+        ``acoustic_pad`` and ``norm_stats`` override, for an unpadded batch, the padding rule's choice and
+        HuBERT's first GroupNorm statistics (windows of a longer signal use the whole signal's)."""
         batch, _, total = x.shape
         dev_lengths = None if lengths is None else lengths.to(x.device)
-        e_sem = self._semantic(x, dev_lengths)
+        e_sem = self._semantic(x, dev_lengths, norm_stats)
         item_lengths = torch.full((batch,), total) if lengths is None else lengths
         sem_frames = self._semantic_frames(item_lengths)
         pads = self._acoustic_padding(item_lengths, sem_frames, align)

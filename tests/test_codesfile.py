@@ -453,3 +453,33 @@ def test_read_header_skips_payload(small):
 def test_missing_file_is_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_codes(tmp_path / "nope.twc")
+
+
+def test_damage_to_a_real_encoding_is_always_our_error(tmp_path, tiny_model):
+    """The shipped speech example encoded by a model (tiny, random): every truncation and 500 random byte
+    flips of its codes file raise CodesFileError and nothing else."""
+    from tokenwave.audio import load_audio
+
+    example = Path(tokenwave.__file__).parent / "assets" / "example_speech_en.wav"
+    audio, info = load_audio(example, tiny_model.sample_rate)
+    codes = tiny_model.encode(audio).codes[0]
+    path = tmp_path / "example.twc"
+    write_codes(path, codes, sample_rate=tiny_model.sample_rate, frame_rate=tiny_model.frame_rate,
+                codebook_size=tiny_model.codebook_size, num_samples=info.num_samples, source=example.name,
+                config_hash=tiny_model.config_hash)
+    raw = path.read_bytes()
+    back, header = read_codes(path)
+    assert np.array_equal(back, codes.numpy()) and header.num_samples == audio.shape[0]
+    damaged = tmp_path / "damaged.twc"
+    for n in range(len(raw)):
+        damaged.write_bytes(raw[:n])
+        with pytest.raises(CodesFileError):
+            read_codes(damaged)
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        data = bytearray(raw)
+        for pos in rng.integers(0, len(raw), size=int(rng.integers(1, 4))):
+            data[pos] ^= int(rng.integers(1, 256))
+        damaged.write_bytes(bytes(data))
+        with pytest.raises(CodesFileError):
+            read_codes(damaged)

@@ -24,21 +24,31 @@ _EXPORTS = {
     "InvalidCodesError": "tokenwave.api",
     "CheckpointError": "tokenwave.api",
     "ModelNotFoundError": "tokenwave.api",
+    "CodesFileError": "tokenwave.api",
     "load_tokenizer": "tokenwave.loading",
+    "load_audio": "tokenwave.audio",
+    "write_audio": "tokenwave.audio",
+    "read_codes": "tokenwave.codesfile",
+    "write_codes": "tokenwave.codesfile",
+    "encode_chunked": "tokenwave.streaming",
+    "decode_chunked": "tokenwave.streaming",
+    "StreamingDecoder": "tokenwave.streaming",
     "HiggsAudioTokenizer": "tokenwave.codecs.higgs",
     "HiggsConfig": "tokenwave.codecs.higgs",
 }
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "__version__", "AudioTokenizer", "EncodedAudio", "DecodedAudio", "TokenwaveError", "InvalidAudioError",
-    "InvalidCodesError", "CheckpointError", "ModelNotFoundError", "load_tokenizer", "HiggsAudioTokenizer",
-    "HiggsConfig",
+    "InvalidCodesError", "CodesFileError", "CheckpointError", "ModelNotFoundError", "load_tokenizer",
+    "HiggsAudioTokenizer", "HiggsConfig", "load_audio", "write_audio", "read_codes", "write_codes",
+    "encode_chunked", "decode_chunked", "StreamingDecoder",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import (
         AudioTokenizer,
         CheckpointError,
+        CodesFileError,
         DecodedAudio,
         EncodedAudio,
         InvalidAudioError,
@@ -46,8 +56,11 @@ if TYPE_CHECKING:  # pragma: no cover
         ModelNotFoundError,
         TokenwaveError,
     )
+    from .audio import load_audio, write_audio  # noqa: F401
     from .codecs.higgs import HiggsAudioTokenizer, HiggsConfig  # noqa: F401
+    from .codesfile import read_codes, write_codes  # noqa: F401
     from .loading import load_tokenizer  # noqa: F401
+    from .streaming import StreamingDecoder, decode_chunked, encode_chunked  # noqa: F401
 
 
 def __getattr__(name: str):

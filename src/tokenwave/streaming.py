@@ -13,7 +13,7 @@ window, whatever the input length.
 
 How far these agree with whole-file processing depends on the receptive field of the model (see
 ``docs/long_audio.md`` for the Higgs tokenizer: HuBERT attends to the whole window, the DAC decoder sees
-about 10 frames on each side) and is measured there and in ``tests/test_streaming.py``.
+10 frames on each side) and is measured there and in ``tests/test_streaming.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = ["ChunkPlan", "encode_chunked", "decode_chunked", "StreamingDecoder", 
 DEFAULT_ENCODE_CHUNK_SECONDS = 30.0
 DEFAULT_ENCODE_CONTEXT_SECONDS = 5.0
 DEFAULT_DECODE_CHUNK_FRAMES = 250
-DEFAULT_DECODE_CONTEXT_FRAMES = 16
+DEFAULT_DECODE_CONTEXT_FRAMES = 12
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,8 @@ class StreamingDecoder:
     """Decode codes that arrive in chunks (from a file, a network, a TTS model) into audio chunks.
 
     Latency: audio for frame ``t`` comes out once frame ``t + lookahead_frames`` has been pushed
-    (``lookahead_frames / frame_rate`` seconds; 16 frames = 0.64 s for the Higgs tokenizer by default),
+    (``lookahead_frames / frame_rate`` seconds; by default 12 frames = 0.48 s for the Higgs tokenizer,
+    whose decoder output at frame ``t`` depends on frames ``t - 10 .. t + 10``),
     or at :meth:`flush`. Each decode pass sees ``context_frames`` of already-emitted frames on its left.
 
     The concatenated output equals ``tokenizer.decode`` of all frames, up to the effect of the frames

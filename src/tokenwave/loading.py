@@ -145,8 +145,7 @@ def load_tokenizer(
         with torch.device("meta"):
             model = HiggsAudioTokenizer(config, alignment=alignment, batching=batching)
         state = read_state_dict(folder, config)
-        model.to_empty(device="cpu")
-        load_state_strict(model, state, str(folder))
+        load_state_strict(model, state, str(folder), assign=True)  # no second copy of the weights
     else:
         raise CheckpointError(
             f"{folder / 'config.json'} describes model_type {model_type!r}, which tokenwave cannot load "

@@ -128,8 +128,12 @@ def read_state_dict(folder: Path, config: HiggsConfig) -> dict[str, torch.Tensor
     raise CheckpointError(f"{folder} has neither model.safetensors nor model.pth")
 
 
-def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error naming them."""
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, *,
+                      assign: bool = False) -> None:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error naming them.
+
+    ``assign=True`` makes the checkpoint's tensors the model's (for a model built on the meta device: no
+    second copy of the weights in memory)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -144,7 +148,11 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
             if items:
                 parts.append(f"{len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
         raise CheckpointError(f"checkpoint {source} does not match the model: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
+    if assign:
+        left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if left:
+            raise CheckpointError(f"checkpoint {source} left tensors unset: {', '.join(left[:20])}")
 
 
 def save_transformers(model, folder: str | Path) -> Path:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import TESTS
 
 README = TESTS.parent / "README.md"
@@ -30,6 +32,30 @@ def test_readme_api_example_runs(tiny_checkpoint, monkeypatch):
     assert tuple(scope["enc"].codes.shape) == (1, 8, 75)
     assert scope["dec"].lengths.tolist() == [72_000, 30_000]
     assert "torch.Size([1, 8, 75]) [75]" in out.getvalue()
+
+
+def test_readme_long_audio_example_runs(tiny_checkpoint, monkeypatch, tmp_path):
+    """The long-audio block, with the user's files and player supplied."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    import tokenwave
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    sf.write("talk.mp3", 0.1 * rng.standard_normal((44100 * 2, 2)), 44100)
+    sf.write("lecture.flac", 0.1 * rng.standard_normal(16000 * 50), 16000)
+    tok = tokenwave.load_tokenizer(str(tiny_checkpoint))
+    played: list = []
+    scope = dict(tok=tok, tokenwave=tokenwave, play=played.append,
+                 frame_chunks=[torch.zeros(8, 10, dtype=torch.long), torch.ones(8, 7, dtype=torch.long)])
+    blocks = _python_blocks(README.read_text())
+    with pytest.warns(UserWarning, match="2 channels averaged to mono"):
+        exec(compile(blocks[1], str(README), "exec"), scope)
+    assert tuple(scope["codes"].shape) == (8, tok.num_frames(50 * 24000))
+    assert scope["audio"].shape[0] == 50 * 24000
+    assert sum(a.shape[0] for a in played) == 17 * tok.hop_length
 
 
 def _cli(args, env_extra, tmp_path):

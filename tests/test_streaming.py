@@ -97,6 +97,25 @@ class _Source:
         self.pos += out.shape[0]
         return out
 
+    def reopen(self):
+        return _Source(torch.from_numpy(self.x))
+
+
+def test_custom_reader_is_read_twice_through_reopen(model):
+    x = noise(7 * SR + 11, 12)
+    assert torch.equal(encode_chunked(model, _Source(x), chunk_seconds=2, context_seconds=1),
+                       encode_chunked(model, x, chunk_seconds=2, context_seconds=1))
+
+    class OneShot:
+        def __init__(self, x):
+            self.inner, self.num_samples = _Source(x), x.shape[0]
+
+        def read(self, n):
+            return self.inner.read(n)
+
+    with pytest.raises(TypeError, match="reopen"):
+        encode_chunked(model, OneShot(x), chunk_seconds=2, context_seconds=1)
+
 
 def test_chunked_encode_agreement_tiny_model(model):
     """Full model (HuBERT attends to the whole window): most frames equal whole-file encoding. The bound is

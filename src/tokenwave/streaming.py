@@ -127,12 +127,27 @@ def encode_chunked(
         if progress is not None:
             progress(total)
         return codes
-    window_fn = getattr(tokenizer, "_encode_window", None)
     stats_fn = getattr(tokenizer, "_chunked_statistics", None)
     options = {}
     if stats_fn is not None:
         options["statistics"] = stats_fn(_windows(reader, plans, tokenizer.hop_length, total), num_frames)
-        reader = reader.reopen() if hasattr(reader, "reopen") else ArraySource(source)
+        if hasattr(reader, "reopen"):
+            reader = reader.reopen()
+        elif hasattr(source, "read"):
+            raise TypeError(f"{type(source).__name__} has no reopen(): this codec reads the source twice "
+                            f"(pass an array, or a reader with reopen() such as tokenwave.audio.AudioReader)")
+        else:
+            reader = ArraySource(source)
+        try:
+            return _encode_windows(tokenizer, reader, plans, total, bandwidth, num_codebooks, progress, options)
+        finally:
+            if hasattr(reader, "close"):
+                reader.close()
+    return _encode_windows(tokenizer, reader, plans, total, bandwidth, num_codebooks, progress, options)
+
+
+def _encode_windows(tokenizer, reader, plans, total, bandwidth, num_codebooks, progress, options) -> torch.Tensor:
+    window_fn = getattr(tokenizer, "_encode_window", None)
     parts = []
     for plan, segment in _windows(reader, plans, tokenizer.hop_length, total):
         s0 = plan.start * tokenizer.hop_length

@@ -29,16 +29,8 @@ SCRIPT = Path(sys.executable).with_name("tokenwave")
 SR = 24_000
 
 # The stereo file warns when the tests themselves load it; the CLI shows it (checked below).
-pytestmark = pytest.mark.filterwarnings("ignore::tokenwave.audio.AudioConversionWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Single-threaded torch: several times faster for this tiny model on a small, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore::tokenwave.audio.AudioConversionWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,7 @@ UNFOLD_ATOL = 1e-6  # weights re-folded after unfolding
 AUDIO_ATOL = 1e-5  # decoded audio of an unfolded checkpoint (measured <= 1.3e-6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: thread start-up and contention cost more than they save (1.6 s vs 7 s for this module)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pth(folder):

@@ -24,6 +24,7 @@ from tokenwave.streaming import (
 )
 
 SR = 24000
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

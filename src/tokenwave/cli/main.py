@@ -360,5 +360,91 @@ def info(
         show(data)
 
 
+# ------------------------------------------------------------------------------------------------ eval
+
+@app.command("eval", short_help="Measure codecs on a folder or manifest: CSV, JSON, tables, plots.")
+def eval_(
+    codec: Annotated[list[str], typer.Option(
+        "--codec", "-c", show_default=False,
+        help="Codec to evaluate (repeat for several): a model folder or hub id, or baseline:NAME with NAME one "
+             "of identity, opus-6k, codec2-1.3k, codec2-2.4k, codec2-3.2k.")],
+    data: Annotated[Path, typer.Option(
+        "--data", "-d", show_default=False,
+        help="A manifest CSV (clip_path, category[, split, text]) or a folder (category = first sub-folder).")],
+    out: Annotated[Path, typer.Option("--out", "-o", show_default=False, help="Output folder (resumable).")],
+    split: Annotated[str | None, typer.Option(help="Only manifest rows of this split, e.g. dev.")] = None,
+    metric: Annotated[list[str] | None, typer.Option(
+        "--metric", help="Metric to compute (repeat; default: all). Speech-only metrics apply to category speech.")
+    ] = None,
+    bandwidth: Annotated[float | None, typer.Option(help="kbps for tokenizer codecs (default: all codebooks).")] = None,
+    device: DeviceOpt = "cpu",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Clips per codec forward pass.")] = 4,
+    workers: Annotated[int | None, typer.Option(min=1, help="Metric processes (default: CPU count).")] = None,
+    plots: Annotated[int, typer.Option(min=0, help="Spectrogram figures per category (0: no plots).")] = 3,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate codecs (tokenizers and classical baselines) with the Higgs card's and WavTokenizer paper's
+    metrics. A second run with the same --out resumes: finished (codec, clip) pairs are not redone."""
+    from ..api import ModelNotFoundError, TokenwaveError
+
+    try:
+        from ..eval.runner import open_codec, read_clips, run_eval
+
+        clips = read_clips(data, split=split)
+        codecs = [open_codec(c, device=device, bandwidth=None if c.startswith("baseline:") else bandwidth)
+                  for c in codec]
+    except ModelNotFoundError as e:
+        raise _error(str(e), 2) from None
+    except (TokenwaveError, ValueError, OSError, RuntimeError, ImportError) as e:
+        raise _error(str(e), 2) from None
+    bar = None
+    if not quiet:
+        import sys
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if sys.stderr.isatty():
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    task = None
+    if bar is not None:
+        bar.start()
+        task = bar.add_task("eval", total=1)
+
+    def progress(label: str, done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(task, completed=done, total=total, description=label[:40])
+
+    try:
+        summary = run_eval(codecs, clips, out, metrics=metric, batch_size=batch_size, workers=workers, plots=plots,
+                           progress=progress)
+    except ValueError as e:
+        raise _error(str(e), 2) from None
+    finally:
+        if bar is not None:
+            bar.stop()
+    errors = sum(st.get("errors", 0) for c in summary["codecs"].values() for st in c["categories"].values())
+    if not quiet or errors:
+        typer.echo(f"evaluated {len(codecs)} codec(s) on {len(clips)} clips in {summary['wall_seconds']} s; "
+                   f"{errors} failed; tables in {out / 'tables'}")
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command(short_help="Put several evaluation folders side by side in one set of tables.")
+def compare(
+    results: Annotated[list[Path], typer.Argument(metavar="EVAL_DIR", show_default=False,
+                                                  help="Folders written by tokenwave eval.")],
+    out: Annotated[Path, typer.Option("--out", "-o", show_default=False, help="Where the tables go.")],
+) -> None:
+    """Merge the summaries of several `tokenwave eval` runs into side-by-side tables per category."""
+    from ..eval.report import compare as compare_
+
+    try:
+        merged = compare_(results, out)
+    except (OSError, ValueError, KeyError) as e:
+        raise _error(str(e), 1) from None
+    typer.echo(f"{len(merged['codecs'])} codecs side by side in {out / 'tables'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

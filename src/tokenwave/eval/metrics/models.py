@@ -165,13 +165,15 @@ def transcribe(audio: Any, sample_rate: int) -> str:
     acoustic model, ``en-us.lm.bin`` trigram language model and CMU dictionary shipped in the wheel).
 
     The audio is resampled to 16 kHz, clipped to [-1, 1], scaled by 32767, rounded to int16 and decoded as
-    one utterance (``process_raw(..., full_utt=True)``), so the result does not depend on earlier calls.
+    one utterance (``process_raw(..., full_utt=True)``) by a decoder made for this call: a reused decoder
+    carries state between utterances (measured: the same clip decoded twice gave different words), so each
+    call loads a fresh one (0.3 s), and the result depends on this audio alone.
     Returns the best hypothesis, lower-case words separated by spaces (fillers such as ``<sil>`` are
     excluded by PocketSphinx), or ``""`` when nothing is recognised.
     """
     x = _at_rate(audio, sample_rate)
     pcm = np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
-    decoder = _cached("pocketsphinx", _load_pocketsphinx)
+    decoder = _load_pocketsphinx()
     with _DECODE_LOCK:
         decoder.start_utt()
         decoder.process_raw(pcm.tobytes(), full_utt=True)

@@ -120,3 +120,18 @@ def test_bad_arguments_exit_2(data, tmp_path):
     assert run("eval", "--codec", "baseline:identity", "--data", tmp_path / "missing", "--out", tmp_path).exit_code == 2
     r = run("eval", "--codec", "baseline:identity", "--data", data, "--out", tmp_path / "o", "--metric", "bogus")
     assert r.exit_code == 2 and "bogus" in r.output
+
+
+def test_core_and_runner_import_no_metric_library():
+    """The eval extra's libraries load only when a metric runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tokenwave, tokenwave.cli.main, tokenwave.eval.runner, tokenwave.eval.report, "
+            "tokenwave.eval.metrics.signal, tokenwave.eval.metrics.perceptual, tokenwave.eval.metrics.models, "
+            "tokenwave.eval.baselines\n"
+            "heavy = {'pesq', 'pystoi', 'pocketsphinx', 'resemblyzer', 'speechmos', 'onnxruntime', 'pyworld', "
+            "'matplotlib', 'librosa', 'scipy'}\n"
+            "print(sorted(heavy & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -108,7 +108,8 @@ def write_plots(out: Path, rows: list[dict], summary: dict, plot_clips, slugs: l
         panels = [("original", load_audio(clip.path, 24000)[0])] + [(n, load_audio(p, 24000)[0]) for n, p in recs]
         fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), sharex=True, squeeze=False)
         for ax, (title, audio) in zip(axes[:, 0], panels):
-            ax.specgram(audio + 1e-9, NFFT=1024, Fs=24000, noverlap=768, cmap="magma", vmin=-140)
+            with np.errstate(divide="ignore"):  # digital silence: log of 0 is drawn as the floor
+                ax.specgram(audio, NFFT=1024, Fs=24000, noverlap=768, cmap="magma", vmin=-140)
             ax.set_title(title, fontsize=9)
             ax.set_ylabel("Hz")
         axes[-1, 0].set_xlabel("s")
@@ -121,8 +122,12 @@ def write_plots(out: Path, rows: list[dict], summary: dict, plot_clips, slugs: l
                    if any(np.isfinite(r.get(m, np.nan)) for r in rows if r["category"] == cat and m in r)]
         if not metrics:
             continue
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3 * len(metrics), 3.2), squeeze=False)
-        for ax, m in zip(axes[0], metrics):
+        cols = min(4, len(metrics))
+        grid_rows = -(-len(metrics) // cols)
+        fig, axes = plt.subplots(grid_rows, cols, figsize=(3.2 * cols, 3.2 * grid_rows), squeeze=False)
+        for ax in axes.flat[len(metrics):]:
+            ax.set_visible(False)
+        for ax, m in zip(axes.flat, metrics):
             data = [[r[m] for r in rows if r["codec"] == n and r["category"] == cat and np.isfinite(r.get(m, np.nan))]
                     for n in names]
             ax.boxplot([d if d else [np.nan] for d in data])

@@ -415,7 +415,8 @@ def write_reports(out: Path, codecs: list[EvalCodec], clips: list[Clip], metrics
                 vals = np.array([r[m] for r in sel if isinstance(r.get(m), (int, float))], dtype=float)
                 vals = vals[~np.isnan(vals)]  # +-inf stays (SI-SDR of an exact copy is +inf)
                 if vals.size:
-                    stats[m] = dict(mean=float(vals.mean()), std=float(vals.std()), n=int(vals.size))
+                    with np.errstate(invalid="ignore"):  # std of values with +-inf is nan, not an error
+                        stats[m] = dict(mean=float(vals.mean()), std=float(vals.std()), n=int(vals.size))
             per_cat[cat] = stats
         summary["codecs"][codec.name] = dict(facts=facts, categories=per_cat)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")

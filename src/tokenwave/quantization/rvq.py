@@ -94,3 +94,38 @@ class ResidualVectorQuantizer(nn.Module):
         for i in range(codes.shape[1]):
             out = out + self.quantizers[i].decode(codes[:, i])
         return out
+
+
+class CodebookQuantizer(nn.Module):
+    """A single codebook on full-dimension vectors, without projections (WavTokenizer's 4096 x 512 VQ).
+
+    The inference path of encodec's ``ResidualVectorQuantizer`` with ``n_q=1`` and ``codebook_dim=None``
+    (``project_in``/``project_out`` are identities); its ``vq.layers.0._codebook.*`` buffers are this
+    module's ``codebook.*`` (see :meth:`load_encodec_state_dict`).
+    """
+
+    def __init__(self, dim: int, codebook_size: int):
+        super().__init__()
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.codebook = EuclideanCodebook(codebook_size, dim)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, D, T]`` -> codes ``[B, T]`` (nearest codeword)."""
+        return self.codebook.encode(x.permute(0, 2, 1))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes ``[B, T]`` -> codewords ``[B, D, T]``."""
+        return self.codebook.decode(codes).permute(0, 2, 1)
+
+    def load_encodec_state_dict(self, state_dict, strict: bool = True):
+        """Load the state dict of an encodec ``ResidualVectorQuantizer`` with one layer."""
+        prefix = "vq.layers.0._codebook."
+        mapped = {}
+        for key, value in state_dict.items():
+            if not key.startswith(prefix):
+                if strict:
+                    raise KeyError(f"unexpected key {key!r} (only {prefix}* for a single-codebook quantizer)")
+                continue
+            mapped["codebook." + key[len(prefix) :]] = value
+        return self.load_state_dict(mapped, strict=strict)

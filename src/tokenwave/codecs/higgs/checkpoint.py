@@ -61,14 +61,21 @@ def _rename_original(key: str) -> str:
     return key
 
 
-def original_to_transformers(state: dict[str, torch.Tensor], num_blocks: int = 5) -> dict[str, torch.Tensor]:
-    """Rename an original-format state dict to transformers keys and fold weight norm."""
+def _tail_keys(num_blocks: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Original -> transformers names of the DAC stacks' last Snake (whole keys) and last conv (prefixes),
+    whose original index depends on the number of blocks."""
     tails = {
         f"encoder.block.{num_blocks + 1}.alpha": "acoustic_encoder.snake1.alpha",
         f"decoder_2.model.{num_blocks + 1}.alpha": "acoustic_decoder.snake1.alpha",
     }
     conv_tails = {f"encoder.block.{num_blocks + 2}.": "acoustic_encoder.conv2.",
                   f"decoder_2.model.{num_blocks + 2}.": "acoustic_decoder.conv2."}
+    return tails, conv_tails
+
+
+def original_to_transformers(state: dict[str, torch.Tensor], num_blocks: int = 5) -> dict[str, torch.Tensor]:
+    """Rename an original-format state dict to transformers keys and fold weight norm."""
+    tails, conv_tails = _tail_keys(num_blocks)
     out: dict[str, torch.Tensor] = {}
     pending: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
@@ -116,16 +123,44 @@ def read_state_dict(folder: Path, config: HiggsConfig) -> dict[str, torch.Tensor
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise CheckpointError(f"cannot read {st}: {e}") from e
     if pth.is_file():
-        try:
-            state = torch.load(str(pth), map_location="cpu", weights_only=True)
-        except Exception as e:  # a non-tensor pickle is refused by weights_only, which is the point
-            raise CheckpointError(f"cannot read {pth} as a tensor-only state dict: {e}") from e
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{pth} does not hold a state dict")
-        if any(k.endswith("weight_g") for k in state) or any(k.startswith("decoder_2.") for k in state):
+        state = read_pth(pth)
+        if is_original_state(state):
             return original_to_transformers(state, num_blocks=len(config.downsampling_ratios))
         return state
     raise CheckpointError(f"{folder} has neither model.safetensors nor model.pth")
+
+
+def read_pth(path: Path) -> dict[str, torch.Tensor]:
+    """A ``model.pth`` state dict, read with ``torch.load(weights_only=True)``: tensors only, no code run."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # a non-tensor pickle is refused by weights_only, which is the point
+        raise CheckpointError(f"cannot read {path} as a tensor-only state dict: {e}") from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def is_original_state(state: dict[str, torch.Tensor]) -> bool:
+    """True for a state dict with the original (boson-multimodal) key names."""
+    return any(k.endswith("weight_g") for k in state) or any(k.startswith("decoder_2.") for k in state)
+
+
+def state_mismatch(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from matching the tensor shapes ``expected``: one text per kind (missing,
+    unexpected, wrong shape), each listing up to 20 names; empty when it matches exactly."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k]
+    )
+    return [
+        f"{len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+        if items
+    ]
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, *,
@@ -134,19 +169,8 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
 
     ``assign=True`` makes the checkpoint's tensors the model's (for a model built on the meta device: no
     second copy of the weights in memory)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or shapes:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
-            if items:
-                parts.append(f"{len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+    parts = state_mismatch({k: v.shape for k, v in model.state_dict().items()}, state)
+    if parts:
         raise CheckpointError(f"checkpoint {source} does not match the model: " + "; ".join(parts))
     model.load_state_dict(state, strict=True, assign=assign)
     if assign:
@@ -252,11 +276,7 @@ def transformers_to_original(
     published checkpoint holds, the teacher being frozen), whereas zeros would overwrite it. The vector is
     only used by HuBERT's time masking in training mode, never at inference.
     """
-    n = len(config.downsampling_ratios)
-    tails = {"acoustic_encoder.snake1.alpha": f"encoder.block.{n + 1}.alpha",
-             "acoustic_decoder.snake1.alpha": f"decoder_2.model.{n + 1}.alpha"}
-    conv_tails = {"acoustic_encoder.conv2.": f"encoder.block.{n + 2}.",
-                  "acoustic_decoder.conv2.": f"decoder_2.model.{n + 2}."}
+    tails, conv_tails = (({v: k for k, v in m.items()}) for m in _tail_keys(len(config.downsampling_ratios)))
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key in tails:

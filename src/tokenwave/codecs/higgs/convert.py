@@ -22,8 +22,11 @@ import torch
 from ...api import CheckpointError, config_hash
 from .checkpoint import (
     config_from_dict,
+    is_original_state,
     original_to_transformers,
+    read_pth,
     read_state_dict,
+    state_mismatch,
     transformers_to_original,
     write_transformers,
 )
@@ -186,13 +189,8 @@ def _read_weights(folder: Path, config: HiggsConfig) -> tuple[dict[str, torch.Te
     pth = folder / "model.pth"
     if (folder / "model.safetensors").is_file() or not pth.is_file():
         return read_state_dict(folder, config), None  # read_state_dict's rule: safetensors first
-    try:
-        raw = torch.load(str(pth), map_location="cpu", weights_only=True)
-    except Exception as e:  # a non-tensor pickle is refused by weights_only, which is the point
-        raise CheckpointError(f"cannot read {pth} as a tensor-only state dict: {e}") from e
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"{pth} does not hold a state dict of tensors")
-    if any(k.endswith("weight_g") for k in raw) or any(k.startswith("decoder_2.") for k in raw):
+    raw = read_pth(pth)
+    if is_original_state(raw):
         return original_to_transformers(raw, num_blocks=len(config.downsampling_ratios)), raw
     return raw, None
 
@@ -203,18 +201,7 @@ def _check_state(config: HiggsConfig, state: dict[str, torch.Tensor], source: st
 
     with torch.device("meta"):
         expected = {k: v.shape for k, v in HiggsAudioTokenizer(config).state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k]
-    )
-    parts = [
-        f"{len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
-        if items
-    ]
+    parts = state_mismatch(expected, state)
     if parts:
         raise CheckpointError(f"checkpoint {source} does not match its config: " + "; ".join(parts))
 

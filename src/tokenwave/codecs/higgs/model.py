@@ -221,7 +221,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         sq = 0
         for plan, segment in windows:
             x, _ = self._prepare_audio(segment, None)
-            wav = F.pad(resample(x[:, 0, :], cfg.sample_rate, cfg.semantic_sample_rate), (_HUBERT_PAD, _HUBERT_PAD))
+            wav, _ = self._hubert_input(x)
             y = layer.conv(wav[:, None].to(layer.conv.weight.dtype))[0].double()
             lo = (plan.keep_start - plan.start) * per_frame
             hi = y.shape[-1] if plan.keep_end == num_frames else (plan.keep_end - plan.start) * per_frame
@@ -294,7 +294,9 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         f = cfg.semantic_downsample_factor
         return (hub + f - 1) // f
 
-    def _semantic(self, x: torch.Tensor, lengths: torch.Tensor | None, norm_stats=None) -> torch.Tensor:
+    def _hubert_input(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """HuBERT's input ``[B, N]`` (16 kHz, padded by 160 on each side) and its per-item lengths (None
+        when the batch is unpadded)."""
         cfg = self.config
         wav = resample(x[:, 0, :], cfg.sample_rate, cfg.semantic_sample_rate)
         hub_lengths = None
@@ -302,7 +304,11 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
             n16 = (lengths * cfg.semantic_sample_rate + cfg.sample_rate - 1) // cfg.sample_rate
             wav = zero_pad_frames(wav[:, None], n16)[:, 0]  # drop filter tails past each item's end
             hub_lengths = n16 + 2 * _HUBERT_PAD
-        wav = F.pad(wav, (_HUBERT_PAD, _HUBERT_PAD))
+        return F.pad(wav, (_HUBERT_PAD, _HUBERT_PAD)), hub_lengths
+
+    def _semantic(self, x: torch.Tensor, lengths: torch.Tensor | None, norm_stats=None) -> torch.Tensor:
+        cfg = self.config
+        wav, hub_lengths = self._hubert_input(x, lengths)
         states = self.semantic_model(wav, hub_lengths, norm_stats)
         features = torch.stack(states, dim=1).mean(dim=1)
         features = features[:, :: cfg.semantic_downsample_factor, :]

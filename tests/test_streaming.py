@@ -187,6 +187,12 @@ def test_decode_chunked_crops_to_num_samples_and_matches(model):
     assert sum(c.shape[0] for c in iter_decode(model, enc.codes[0], chunk_frames=7)) == enc.codes.shape[-1] * 960
 
 
+def test_codes_within_one_window_decode_in_one_call(model):
+    codes = model.encode(noise(2 * SR + 5, 13)).codes[0]  # 50 frames: one window of 50 + 2 x 12
+    whole = model.decode(codes).audio[0, 0]
+    assert torch.equal(decode_chunked(model, codes, chunk_frames=50, context_frames=12), whole)
+
+
 def test_streaming_errors(model):
     codes = model.encode(noise(2 * SR, 10)).codes[0]
     stream = StreamingDecoder(model)

@@ -284,7 +284,8 @@ def iter_decode(tokenizer: AudioTokenizer, codes, *, chunk_frames: int = DEFAULT
                 context_frames: int = DEFAULT_DECODE_CONTEXT_FRAMES,
                 num_samples: int | None = None) -> Iterator[torch.Tensor]:
     """Audio chunks of ``codes`` ``[K, T]``, decoded ``chunk_frames`` at a time with ``context_frames`` of
-    context on each side; cropped to ``num_samples`` in total when given."""
+    context on each side; cropped to ``num_samples`` in total when given. Codes that fit one window
+    (``chunk_frames + 2 * context_frames``) are decoded in one call, identical to ``tokenizer.decode``."""
     codes = _as_codes(codes)
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
@@ -299,6 +300,9 @@ def iter_decode(tokenizer: AudioTokenizer, codes, *, chunk_frames: int = DEFAULT
         remaining -= a.shape[0]
         return a
 
+    if codes.shape[-1] <= chunk_frames + 2 * context_frames:
+        yield crop(tokenizer.decode(codes[None]).audio[0, 0].cpu())
+        return
     for t in range(0, codes.shape[-1], chunk_frames):
         out = stream.push(codes[:, t : t + chunk_frames])
         if out.numel():

@@ -369,24 +369,16 @@ def check_header(header, tok, name: str, *, ignore_model_mismatch: bool = False,
 def decoded_chunks(tok, codes, num_samples: int) -> Iterator:
     """Audio of codes ``[K, T]``, exactly ``num_samples`` long in total, in chunks.
 
-    Codes that fit one decode window (``chunk + 2 * context`` frames of
-    :func:`~tokenwave.streaming.iter_decode`) are decoded in one call, equal to ``tok.decode``; longer
-    ones stream through ``iter_decode`` (memory bounded by the window). Cropped to ``num_samples``; if
-    the frames cover fewer samples (the last < hop_length input samples may fall short of a frame), the
-    rest is zeros.
+    Through :func:`~tokenwave.streaming.iter_decode` (one call equal to ``tok.decode`` for codes that fit
+    one window; memory bounded by the window for longer ones), cropped to ``num_samples``; if the frames
+    cover fewer samples (the last < hop_length input samples may fall short of a frame), the rest is zeros.
     """
     import torch
 
-    from ..streaming import DEFAULT_DECODE_CHUNK_FRAMES, DEFAULT_DECODE_CONTEXT_FRAMES, iter_decode
+    from ..streaming import iter_decode
 
-    codes = torch.as_tensor(codes)
     produced = 0
-    if codes.shape[-1] <= DEFAULT_DECODE_CHUNK_FRAMES + 2 * DEFAULT_DECODE_CONTEXT_FRAMES:
-        chunks: Iterator = iter([tok.decode(codes[None]).audio[0, 0, :num_samples].cpu()])
-    else:
-        chunks = iter_decode(tok, codes, chunk_frames=DEFAULT_DECODE_CHUNK_FRAMES,
-                             context_frames=DEFAULT_DECODE_CONTEXT_FRAMES, num_samples=num_samples)
-    for chunk in chunks:
+    for chunk in iter_decode(tok, torch.as_tensor(codes), num_samples=num_samples):
         produced += chunk.shape[0]
         if chunk.shape[0]:
             yield chunk

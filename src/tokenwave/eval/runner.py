@@ -265,6 +265,7 @@ def run_eval(
     # forkserver: workers start clean (no inherited torch/OpenMP thread state, which can hang after fork)
     context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
                                           else "spawn")
+    plot_ids = {c.id for c in _plot_clips(clips, plots)}  # their reconstructions are kept for the figures
     with open(log_path, "a") as log, ProcessPoolExecutor(workers, mp_context=context) as pool:
         pending = []
 
@@ -305,8 +306,8 @@ def run_eval(
                 if not good:
                     continue
                 t0 = time.perf_counter()
+                in_rates = [codec.sample_rate or r for r in rates]
                 try:
-                    in_rates = [codec.sample_rate or r for r in rates]
                     recs, codes = codec.run(inputs, in_rates)
                 except Exception as e:  # noqa: BLE001
                     if len(good) == 1:
@@ -314,16 +315,16 @@ def run_eval(
                         finished += 1
                         continue
                     recs, codes = [], []
-                    for inp in inputs:  # one bad clip must not fail its batch mates
+                    for inp, in_rate in zip(inputs, in_rates):  # one bad clip must not fail its batch mates
                         try:
-                            r, c = codec.run([inp], [codec.sample_rate or rates[len(recs)]])
+                            r, c = codec.run([inp], [in_rate])
                             recs.append(r[0])
                             codes.append(c[0])
                         except Exception as e2:  # noqa: BLE001
                             recs.append(e2)
                             codes.append(None)
                 seconds = time.perf_counter() - t0
-                for clip, ref, rate, rec, code in zip(good, refs, rates, recs, codes):
+                for clip, ref, inp, rate, rec, code in zip(good, refs, inputs, rates, recs, codes):
                     if isinstance(rec, Exception):
                         _log_error(log, done, codec, clip, f"codec: {type(rec).__name__}: {rec}")
                         finished += 1
@@ -334,10 +335,10 @@ def run_eval(
                     if code is not None:
                         write_codes(out / "codes" / codec.slug / (clip.id + ".twc"), code,
                                     sample_rate=codec.sample_rate, frame_rate=codec.frame_rate,
-                                    codebook_size=codec.codebook_size, num_samples=inputs[good.index(clip)].shape[0],
+                                    codebook_size=codec.codebook_size, num_samples=inp.shape[0],
                                     model_id=codec.facts.get("model_id"), config_hash=codec.facts.get("config_hash"),
                                     source=clip.id)
-                    if clip.id in {c.id for c in _plot_clips(clips, plots)}:
+                    if clip.id in plot_ids:
                         _save_reconstruction(out, codec, clip, est, rate)
                     meta = dict(codec=codec.name, clip=clip.id, category=clip.category,
                                 seconds=round(ref.shape[0] / rate, 3), codec_seconds=round(seconds / len(good), 4))

@@ -51,18 +51,24 @@ def make_config(geometry: str):
     )
 
 
-def build_pair(geometry: str, device):
-    """(ours, reference) holding identical random weights."""
+def random_reference(geometry: str):
+    """transformers' model of ``geometry`` with its initialisation, and random codebook content."""
     import torch
     from transformers import HiggsAudioV2TokenizerModel
-
-    import tokenwave
 
     ref = HiggsAudioV2TokenizerModel(make_config(geometry)).eval()
     with torch.no_grad():  # codebooks are EMA buffers, zero after init: give them random content
         for q in ref.quantizer.quantizers:
             q.codebook.embed.normal_()
             q.codebook.embed_avg.copy_(q.codebook.embed)
+    return ref
+
+
+def build_pair(geometry: str, device):
+    """(ours, reference) holding identical random weights."""
+    import tokenwave
+
+    ref = random_reference(geometry)
     with tempfile.TemporaryDirectory() as tmp:
         ref.save_pretrained(tmp)
         ours = tokenwave.load_tokenizer(tmp, alignment="transformers", device=device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +134,22 @@ class AudioTokenizer(abc.ABC):
     @abc.abstractmethod
     def codebook_size(self) -> int:
         """Entries per codebook (codes lie in ``[0, codebook_size)``)."""
+
+    def codebooks_for_bandwidth(self, bandwidth: float | None) -> int:
+        """Codebooks that carry ``bandwidth`` kbps (None: all of them).
+
+        Raises:
+            ValueError: a bandwidth this model does not offer (the message lists those it does).
+        """
+        if bandwidth is None:
+            return self.num_codebooks
+        per = self.frame_rate * math.ceil(math.log2(self.codebook_size)) / 1000
+        offered = {k: k * per for k in range(1, self.num_codebooks + 1)}
+        for k, kbps in offered.items():
+            if math.isclose(float(bandwidth), kbps, rel_tol=1e-6):
+                return k
+        raise ValueError(f"unknown bandwidth {bandwidth!r} kbps: this model offers "
+                         + ", ".join(f"{v:g}" for v in offered.values()))
 
     @abc.abstractmethod
     def encode(self, audio, sample_rate: int | None = None, **options) -> EncodedAudio:

@@ -173,10 +173,8 @@ def encode(
     if todo:
         tok = _load_tokenizer(model, device, dtype)
         if bandwidth is not None:
-            resolve = getattr(tok, "_resolve_codebooks", None)
             try:
-                if resolve is not None:
-                    resolve(bandwidth, None)
+                tok.codebooks_for_bandwidth(bandwidth)
             except ValueError as e:
                 raise _error(f"--bandwidth: {e}", 2) from None
         with run:

@@ -146,7 +146,7 @@ def open_codec(spec: str, *, device: str = "cpu", bandwidth: float | None = None
     from .metrics.codec_stats import bitrate
 
     tok = load_tokenizer(spec, device=device)
-    k = tok.config.num_codebooks_for_bandwidth(bandwidth) if hasattr(tok, "config") else tok.num_codebooks
+    k = tok.codebooks_for_bandwidth(bandwidth)
     name = Path(spec).name if Path(spec).exists() else spec
     if bandwidth is not None:
         name += f"@{bandwidth:g}kbps"

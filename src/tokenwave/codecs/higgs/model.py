@@ -25,24 +25,23 @@ semantic branch, the references re-encode a padded input, and they pad different
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...api import AudioTokenizer, DecodedAudio, EncodedAudio, InvalidAudioError, InvalidCodesError
+from ...api import AudioTokenizer, DecodedAudio, EncodedAudio, InvalidAudioError
 from ...dsp.resample import resample
 from ...nn.dac import DacDecoder, DacEncoder
 from ...nn.hubert import HubertModel
 from ...nn.lengths import zero_pad_frames
 from ...quantization.rvq import ResidualVectorQuantizer
+from ..common import check_batching, prepare_audio, prepare_codes, stack_right_padded
 from .config import HiggsConfig
 from .semantic import SemanticDecoder, SemanticEncoder
 
 ALIGNMENTS = ("original", "transformers")
-BATCHING = ("auto", "padded", "per_item")
 MIN_SAMPLES = 120
 _HUBERT_PAD = 160  # both references pad the 16 kHz HuBERT input by a constant 160 on each side
 
@@ -72,7 +71,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         config = config or HiggsConfig()
         self.config = config
         self.alignment = _check_alignment(alignment)
-        self.batching = _check_batching(batching)
+        self.batching = check_batching(batching)
         self.acoustic_encoder = DacEncoder(
             config.acoustic_encoder_hidden_size, config.downsampling_ratios, config.acoustic_hidden_size
         )
@@ -123,6 +122,10 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
     def dtype(self) -> torch.dtype:
         return self.fc.weight.dtype
 
+    def codebooks_for_bandwidth(self, bandwidth: float | None) -> int:
+        """Codebooks for ``bandwidth`` kbps: one of ``config.target_bandwidths`` (None: all)."""
+        return self.config.num_codebooks_for_bandwidth(bandwidth)
+
     def num_frames(self, num_samples: int) -> int:
         """Code frames for ``num_samples`` input samples (the same under both alignments)."""
         if num_samples < MIN_SAMPLES:
@@ -166,7 +169,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         if self._per_item(x):
             items = [x[i : i + 1, :, :n] for i, n in enumerate(audio_lengths.tolist())]
             parts = [self._encode_padded(item, None, k, align)[0] for item in items]
-            codes, frames = _stack_right_padded(parts)
+            codes, frames = stack_right_padded(parts)
         else:
             codes, frames = self._encode_padded(x, lengths, k, align)
         return EncodedAudio(codes, frames, audio_lengths.long().cpu(), self.frame_rate, self.sample_rate)
@@ -194,7 +197,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         if self._per_item(codes):
             frames = [codes.shape[-1]] * codes.shape[0] if lengths is None else lengths.tolist()
             parts = [self._decode_padded(codes[i : i + 1, :, :n], None)[0] for i, n in enumerate(frames)]
-            audio, out_lengths = _stack_right_padded(parts)
+            audio, out_lengths = stack_right_padded(parts)
         else:
             audio, out_lengths = self._decode_padded(codes, lengths)
         if crop:
@@ -356,131 +359,21 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
             if not isinstance(num_codebooks, (int, np.integer)) or not 1 <= num_codebooks <= self.num_codebooks:
                 raise ValueError(f"num_codebooks must be an integer in 1..{self.num_codebooks}, got {num_codebooks!r}")
             return int(num_codebooks)
-        return self.config.num_codebooks_for_bandwidth(bandwidth)
+        return self.codebooks_for_bandwidth(bandwidth)
 
     def _prepare_audio(self, audio, lengths):
-        if isinstance(audio, (list, tuple)):
-            if lengths is not None:
-                raise ValueError("lengths cannot be given with a list of arrays (they carry their own lengths)")
-            items = [_as_float_tensor(a, f"audio[{i}]") for i, a in enumerate(audio)]
-            if not items:
-                raise InvalidAudioError("empty list of audio")
-            for i, a in enumerate(items):
-                if a.dim() != 1:
-                    raise InvalidAudioError(f"audio[{i}] must be 1-D (mono samples), got shape {tuple(a.shape)}")
-            sizes = [a.shape[0] for a in items]
-            x = torch.zeros(len(items), 1, max(sizes), dtype=torch.float32)
-            for i, a in enumerate(items):
-                x[i, 0, : a.shape[0]] = a
-            lengths = torch.tensor(sizes)
-        else:
-            x = _as_float_tensor(audio, "audio")
-            if x.dim() == 1:
-                x = x[None, None]
-            elif x.dim() == 2:
-                x = x[:, None]
-            elif x.dim() != 3:
-                raise InvalidAudioError(f"audio must be [L], [B, L] or [B, 1, L], got shape {tuple(x.shape)}")
-            if x.shape[1] != 1:
-                raise InvalidAudioError(
-                    f"audio must be mono [B, 1, L], got {x.shape[1]} channels (average them to mono first)"
-                )
-            if x.shape[0] == 0:
-                raise InvalidAudioError("audio batch is empty")
-        if lengths is not None:
-            lengths = _as_lengths(lengths, x.shape[0], x.shape[-1], "lengths", "samples")
-        item_lengths = lengths if lengths is not None else torch.full((x.shape[0],), x.shape[-1])
-        short = [(i, int(n)) for i, n in enumerate(item_lengths) if n < MIN_SAMPLES]
-        if short:
-            raise InvalidAudioError(
-                f"audio too short (need at least {MIN_SAMPLES} samples, "
-                f"{MIN_SAMPLES / self.sample_rate * 1000:.0f} ms): "
-                + ", ".join(f"item {i} has {n}" for i, n in short)
-            )
-        bad = [i for i in range(x.shape[0]) if not bool(torch.isfinite(x[i, :, : int(item_lengths[i])]).all())]
-        if bad:
-            raise InvalidAudioError(f"audio contains NaN or inf in item(s) {bad}")
-        if lengths is not None:
-            if bool((lengths == x.shape[-1]).all()):
-                lengths = None
-            else:
-                x = zero_pad_frames(x, lengths)  # whatever lies past an item's end must not reach any layer
-        return x.to(self.device, self.dtype), lengths
+        return prepare_audio(audio, lengths, min_samples=MIN_SAMPLES, sample_rate=self.sample_rate,
+                             device=self.device, dtype=self.dtype)
 
     def _prepare_codes(self, codes, lengths):
-        if isinstance(codes, np.ndarray):
-            codes = torch.from_numpy(codes)
-        if not isinstance(codes, torch.Tensor):
-            raise InvalidCodesError(f"codes must be a tensor or numpy array, got {type(codes).__name__}")
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise InvalidCodesError(f"codes must be integers, got {codes.dtype}")
-        if codes.dim() == 2:
-            codes = codes[None]
-        if codes.dim() != 3:
-            raise InvalidCodesError(f"codes must be [B, K, T] or [K, T], got shape {tuple(codes.shape)}")
-        b, k, t = codes.shape
-        if not 1 <= k <= self.num_codebooks:
-            raise InvalidCodesError(f"codes have {k} codebooks; this tokenizer decodes 1..{self.num_codebooks}")
-        if b == 0 or t == 0:
-            raise InvalidCodesError(f"codes are empty (shape {tuple(codes.shape)})")
-        if lengths is not None:
-            lengths = _as_lengths(lengths, b, t, "lengths", "frames")
-            if bool((lengths < 1).any()):
-                raise InvalidCodesError(f"every item needs at least one frame, got lengths {lengths.tolist()}")
-        valid = codes if lengths is None else codes.masked_fill(
-            torch.arange(t)[None, None, :] >= lengths[:, None, None], 0
-        )
-        lo, hi = int(valid.min()), int(valid.max())
-        if lo < 0 or hi >= self.codebook_size:
-            raise InvalidCodesError(f"codes must lie in [0, {self.codebook_size}), found values in [{lo}, {hi}]")
-        codes = valid.long().to(self.device)
-        if lengths is not None and bool((lengths == t).all()):
-            lengths = None
-        return codes, lengths
-
-
-def _stack_right_padded(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``[1, C, T_i]`` tensors into ``[B, C, max T_i]`` (zeros past each item) and the ``T_i``."""
-    lengths = torch.tensor([p.shape[-1] for p in parts])
-    out = parts[0].new_zeros(len(parts), parts[0].shape[1], int(lengths.max()))
-    for i, p in enumerate(parts):
-        out[i, :, : p.shape[-1]] = p[0]
-    return out, lengths
-
-
-def _check_batching(batching: str) -> str:
-    if batching not in BATCHING:
-        raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
-    return batching
+        return prepare_codes(codes, lengths, num_codebooks=self.num_codebooks, codebook_size=self.codebook_size,
+                             device=self.device)
 
 
 def _check_alignment(alignment: str) -> str:
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
     return alignment
-
-
-def _as_float_tensor(a, name: str) -> torch.Tensor:
-    if isinstance(a, np.ndarray):
-        a = torch.from_numpy(np.ascontiguousarray(a))
-    if not isinstance(a, torch.Tensor):
-        raise InvalidAudioError(f"{name} must be a torch tensor or numpy array, got {type(a).__name__}")
-    if not a.is_floating_point():
-        raise InvalidAudioError(
-            f"{name} must be floating point samples in [-1, 1], got {a.dtype} (convert integer PCM to float first)"
-        )
-    if a.numel() == 0:
-        raise InvalidAudioError(f"{name} is empty")
-    return a
-
-
-def _as_lengths(lengths: Sequence[int] | torch.Tensor, batch: int, limit: int, name: str, unit: str) -> torch.Tensor:
-    t = torch.as_tensor(lengths).reshape(-1).cpu()
-    if t.is_floating_point() or t.shape[0] != batch:
-        raise ValueError(f"{name} must be {batch} integers, got {lengths!r}")
-    if bool((t > limit).any()) or bool((t < 0).any()):
-        raise ValueError(f"{name} must lie in [0, {limit}] {unit}, got {t.tolist()}")
-    return t.long()
 
 
 def code_length(num_samples: int) -> int:

@@ -46,10 +46,14 @@ def _overlap_add(frames: torch.Tensor, hop_length: int, output_size: int) -> tor
     return F.fold(frames, output_size=(1, output_size), kernel_size=(1, win), stride=(1, hop_length))
 
 
-def istft_same(spec: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
+def istft_same(spec: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor,
+               lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Complex ``(B, n_fft // 2 + 1, T)`` spectrogram -> ``(B, L)`` waveform, "same" padding.
 
     ``window`` has length ``n_fft`` (win_length == n_fft, as in the Vocos/WavTokenizer heads).
+    ``lengths [B]`` (frames per item of a right-padded batch): frames past an item's length are dropped
+    and its envelope is its own, so item ``b``'s first ``lengths[b] * hop`` samples equal its inverse
+    alone (adding exact zeros changes no sum); the rest are zeros.
     """
     if spec.dim() != 3:
         raise ValueError(f"expected a (B, N, T) complex spectrogram, got shape {tuple(spec.shape)}")
@@ -59,9 +63,19 @@ def istft_same(spec: torch.Tensor, n_fft: int, hop_length: int, window: torch.Te
 
     ifft = torch.fft.irfft(spec, n_fft, dim=1, norm="backward")
     ifft = ifft * window[None, :, None]
-
     output_size = (T - 1) * hop_length + win_length
     end = output_size - pad
+    if lengths is not None:
+        frames = torch.arange(T, device=spec.device)[None, :] < lengths.to(spec.device)[:, None]  # (B, T)
+        ifft = ifft * frames[:, None, :].to(ifft.dtype)
+        y = _overlap_add(ifft, hop_length, output_size)[:, 0, 0, pad:end]
+        window_sq = window.square()[None, :, None] * frames[:, None, :].to(window.dtype)
+        envelope = _overlap_add(window_sq, hop_length, output_size)[:, 0, 0, pad:end]
+        valid = torch.arange(end - pad, device=spec.device)[None, :] < (lengths.to(spec.device) * hop_length)[:, None]
+        if not bool((envelope[valid] > 1e-11).all()):
+            raise ValueError("window envelope vanishes: n_fft / hop_length do not satisfy NOLA after trimming")
+        return torch.where(valid, y / torch.where(valid, envelope, 1.0), 0.0)
+
     y = _overlap_add(ifft, hop_length, output_size)[:, 0, 0, pad:end]
 
     window_sq = window.square().expand(1, T, -1).transpose(1, 2)
@@ -90,11 +104,13 @@ class ISTFT(nn.Module):
     def output_length(self, frames):
         return istft_output_length(frames, self.n_fft, self.hop_length, self.padding)
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        """Complex ``(B, n_fft // 2 + 1, T)`` -> real ``(B, L)``."""
+    def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Complex ``(B, n_fft // 2 + 1, T)`` -> real ``(B, L)``; ``lengths``: see :func:`istft_same`."""
         if self.padding == "center":
+            if lengths is not None:
+                raise ValueError("per-item lengths need padding='same'")
             return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, self.window, center=True)
-        return istft_same(spec, self.n_fft, self.hop_length, self.window)
+        return istft_same(spec, self.n_fft, self.hop_length, self.window, lengths)
 
     def extra_repr(self) -> str:
         return (

@@ -68,6 +68,51 @@ def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "zero", value:
     return F.pad(x, paddings, mode, value)
 
 
+def pad1d_items(x: torch.Tensor, lengths: torch.Tensor, left: int, rights: torch.Tensor, mode: str = "reflect"):
+    """Pad every item of a right-padded batch as :func:`pad1d` pads it alone.
+
+    Item ``b`` (valid on ``[0, lengths[b])``) gets ``left`` samples before and ``rights[b]`` after, in
+    ``mode`` (``"reflect"`` or ``"zero"``), including :func:`pad1d`'s zero extension of inputs not longer
+    than the pad. The result is ``[B, C, max(left + lengths + rights)]``, zero past each item's padded end::
+
+        alone    x2 x1 | x0 x1 x2 x3 | x2 x1 x0        (left 2, right 3, reflect)
+        batch    x2 x1 | x0 x1 x2 x3 | x2 x1 x0 0 0   (a longer item sets the width)
+
+    Built as one ``gather`` with per-item source indices, so the batch costs one copy per layer.
+    """
+    if mode not in ("reflect", "zero"):
+        raise ValueError(f"pad mode must be 'reflect' or 'zero', got {mode!r}")
+    device = x.device
+    lengths = lengths.to(device)
+    rights = torch.as_tensor(rights, device=device).expand_as(lengths)
+    widths = left + lengths + rights
+    j = torch.arange(int(widths.max()), device=device)[None, :]  # [1, W]
+    i = j - left
+    n = lengths[:, None]
+    if mode == "reflect":
+        # pad1d extends inputs not longer than the larger pad with zeros, so reflection turns at n_ext - 1
+        n_ext = torch.maximum(n, torch.clamp(torch.maximum(rights[:, None], torch.tensor(left, device=device)) + 1,
+                                            min=1))
+        i = torch.where(i < 0, -i, i)
+        i = torch.where(i >= n_ext, 2 * (n_ext - 1) - i, i)
+    valid = (i >= 0) & (i < n) & (j < widths[:, None])
+    index = torch.where(valid, i, 0)
+    out = torch.gather(x, 2, index[:, None, :].expand(x.shape[0], x.shape[1], -1))
+    return out * valid[:, None, :].to(x.dtype)
+
+
+def _run_padded(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``module`` (a layer or a ``Sequential`` of them) over a right-padded batch with per-item lengths."""
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            x, lengths = _run_padded(layer, x, lengths)
+        return x, lengths
+    if hasattr(module, "forward_padded"):
+        return module.forward_padded(x, lengths)
+    # pointwise layers (ELU, Identity) and the forward-in-time LSTM see no padding effect
+    return module(x), lengths
+
+
 class SConv1d(nn.Module):
     """``Conv1d`` with encodec's "streamable" padding; ``conv`` holds the plain (folded) weight."""
 
@@ -107,6 +152,18 @@ class SConv1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(pad1d(x, self.paddings(x.shape[-1]), mode=self.pad_mode))
 
+    def forward_padded(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A right-padded batch: each item is padded as if alone (:func:`pad1d_items`); ``(y, out_lengths)``.
+
+        Values of ``y`` past an item's ``out_lengths`` are unspecified."""
+        total = self.padding_total
+        k, s = self.conv.kernel_size[0], self.conv.stride[0]
+        extra = extra_padding_for_conv1d(lengths, k, s, total)
+        right = total // 2
+        left, rights = (total, extra) if self.causal else (total - right, right + extra)
+        padded = pad1d_items(x, lengths, left, rights, mode=self.pad_mode)
+        return self.conv(padded), self.output_length(lengths)
+
 
 class SEANetResnetBlock(nn.Module):
     """``shortcut(x) + block(x)``; ``block`` = [ELU, SConv1d(k3), ELU, SConv1d(k1)] (encodec layout)."""
@@ -141,6 +198,9 @@ class SEANetResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.block(x)
+
+    def forward_padded(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _run_padded(self.shortcut, x, lengths)[0] + _run_padded(self.block, x, lengths)[0], lengths
 
 
 class SLSTM(nn.Module):
@@ -226,6 +286,13 @@ class SEANetEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, channels, L]`` -> ``[B, dimension, output_length(L)]``."""
         return self.model(x)
+
+    def forward_padded(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A right-padded batch ``x [B, channels, L]`` with ``lengths [B]`` valid samples per item ->
+        ``(z [B, dimension, T], frames [B])``; item ``b``'s first ``frames[b]`` latents are those of encoding
+        it alone (every convolution pads each item at its own end; the LSTM runs forward in time, so what
+        follows an item's end never reaches it). Latents past ``frames[b]`` are unspecified."""
+        return _run_padded(self.model, x, lengths)
 
     def output_length(self, num_samples):
         """Latent frames for ``num_samples`` input samples (int or integer tensor)."""

@@ -16,8 +16,12 @@ follow vocos 0.1.0 (``VocosBackbone``, ``ConvNeXtBlock``, ``AdaLayerNorm``, ``IS
 WavTokenizer repository's ``ResnetBlock``/``AttnBlock`` (1-D versions of the latent-diffusion blocks),
 so outputs are bit-identical to them on the same device.
 
-The attention block attends over the whole sequence with no mask: a padded batch is *not*
-equivalent to decoding each item alone, and memory grows as ``T**2``.
+Padded batches: every ``forward`` takes an optional ``lengths [B]`` (valid frames per item of a
+right-padded batch). With it, convolutions see zeros past each item's end (as its own zero padding),
+GroupNorm statistics are taken over each item's valid frames only, attention masks the padded keys and
+the iSTFT envelope is each item's own, so every item's output equals decoding it alone up to float
+summation order. Without it (the reference behaviour) the attention block attends over the whole
+sequence, padding included. Attention memory grows as ``T**2``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from ..dsp.istft import ISTFT
+from .lengths import length_mask
 
 
 def _swish(x: torch.Tensor) -> torch.Tensor:
@@ -36,6 +41,30 @@ def _swish(x: torch.Tensor) -> torch.Tensor:
 def group_norm(channels: int, num_groups: int = 32) -> nn.GroupNorm:
     """``GroupNorm(32, channels, eps=1e-6, affine=True)``, the normalisation of the pos_net blocks."""
     return nn.GroupNorm(num_groups=num_groups, num_channels=channels, eps=1e-6, affine=True)
+
+
+def _frame_mask(lengths: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """``(B, 1, T)`` float mask of valid frames of ``x (B, C, T)``, or None for an unpadded batch."""
+    if lengths is None:
+        return None
+    return length_mask(lengths.to(x.device), x.shape[-1])[:, None, :].to(x.dtype)
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask
+
+
+def group_norm_items(norm: nn.GroupNorm, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``norm(x)`` with each item's statistics over its own valid frames (zeros past them).
+
+    Per item, so the result is bit-identical to normalising the item alone; GroupNorm is cheap next to
+    the convolutions around it."""
+    if lengths is None:
+        return norm(x)
+    out = torch.zeros_like(x)
+    for b, n in enumerate(lengths.tolist()):
+        out[b : b + 1, :, :n] = norm(x[b : b + 1, :, :n])
+    return out
 
 
 def _cond_rows(table: nn.Embedding, cond_id: torch.Tensor | int) -> torch.Tensor:
@@ -92,8 +121,10 @@ class ConvNeXtBlock(nn.Module):
         self.pwconv2 = nn.Linear(intermediate_dim, dim)
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim)) if layer_scale_init_value > 0 else None
 
-    def forward(self, x: torch.Tensor, cond_embedding_id: torch.Tensor | int | None = None) -> torch.Tensor:
-        """``x``: ``(B, dim, T)`` -> ``(B, dim, T)``."""
+    def forward(self, x: torch.Tensor, cond_embedding_id: torch.Tensor | int | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``(B, dim, T)`` -> ``(B, dim, T)``; ``mask (B, 1, T)`` zeroes padded frames first."""
+        x = _masked(x, mask)
         residual = x
         x = self.dwconv(x).transpose(1, 2)
         if self.adanorm:
@@ -119,10 +150,11 @@ class ResnetBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv1d(channels, channels, kernel_size=3, stride=1, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_swish(self.norm1(x)))
-        h = self.conv2(self.dropout(_swish(self.norm2(h))))
-        return x + h
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        mask = _frame_mask(lengths, x)
+        h = self.conv1(_masked(_swish(group_norm_items(self.norm1, x, lengths)), mask))
+        h = self.conv2(_masked(self.dropout(_swish(group_norm_items(self.norm2, h, lengths))), mask))
+        return _masked(x + h, mask)
 
 
 class AttnBlock(nn.Module):
@@ -140,15 +172,27 @@ class AttnBlock(nn.Module):
         self.v = nn.Conv1d(channels, channels, kernel_size=1)
         self.proj_out = nn.Conv1d(channels, channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(x)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        h = group_norm_items(self.norm, x, lengths)
         q, k, v = self.q(h), self.k(h), self.v(h)
         c = q.shape[1]
         w = torch.bmm(q.permute(0, 2, 1), k)  # (B, T_i, T_j)
         w = w * (int(c) ** (-0.5))
+        if lengths is not None:  # padded keys get no weight
+            keys = length_mask(lengths.to(x.device), x.shape[-1])[:, None, :]
+            w = w.masked_fill(~keys, float("-inf"))
         w = torch.softmax(w, dim=2)
         h = torch.bmm(v, w.permute(0, 2, 1))  # (B, C, T_i)
-        return x + self.proj_out(h)
+        return _masked(x + self.proj_out(h), _frame_mask(lengths, x))
+
+
+def run_pos_net(pos_net: nn.Sequential, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``pos_net(x)``, passing ``lengths`` to the blocks and the final GroupNorm."""
+    if lengths is None:
+        return pos_net(x)
+    for layer in pos_net:
+        x = group_norm_items(layer, x, lengths) if isinstance(layer, nn.GroupNorm) else layer(x, lengths)
+    return x
 
 
 def build_pos_net(dim: int, dropout: float = 0.1, num_groups: int = 32) -> nn.Sequential:
@@ -209,10 +253,14 @@ class VocosBackbone(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.constant_(m.bias, 0)
 
-    def forward(self, x: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
-        x = self.embed(x)
+    def forward(self, x: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``lengths [B]``: valid frames per item of a right-padded batch (module docstring); outputs past
+        them are unspecified."""
+        mask = _frame_mask(lengths, x)
+        x = self.embed(_masked(x, mask))
         if self.pos_net is not None:
-            x = self.pos_net(x)
+            x = run_pos_net(self.pos_net, _masked(x, mask), lengths)
         if self.adanorm:
             if bandwidth_id is None:
                 raise ValueError("this backbone is conditioned: pass bandwidth_id")
@@ -221,7 +269,7 @@ class VocosBackbone(nn.Module):
             x = self.norm(x.transpose(1, 2))
         x = x.transpose(1, 2)
         for block in self.convnext:
-            x = block(x, cond_embedding_id=bandwidth_id)
+            x = block(x, cond_embedding_id=bandwidth_id, mask=mask)
         return self.final_layer_norm(x.transpose(1, 2))
 
 
@@ -243,5 +291,7 @@ class ISTFTHead(nn.Module):
         mag = torch.clip(torch.exp(mag), max=1e2)  # safeguard against huge magnitudes, as in vocos
         return mag * (torch.cos(p) + 1j * torch.sin(p))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.istft(self.spectrogram(x))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, dim)`` -> ``(B, T * hop)``; with ``lengths`` each item ends after its own frames (zeros past
+        ``lengths * hop``)."""
+        return self.istft(self.spectrogram(x), lengths)

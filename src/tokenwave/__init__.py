@@ -35,12 +35,15 @@ _EXPORTS = {
     "StreamingDecoder": "tokenwave.streaming",
     "HiggsAudioTokenizer": "tokenwave.codecs.higgs",
     "HiggsConfig": "tokenwave.codecs.higgs",
+    "WavTokenizer": "tokenwave.codecs.wavtokenizer",
+    "WavTokenizerConfig": "tokenwave.codecs.wavtokenizer",
 }
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "__version__", "AudioTokenizer", "EncodedAudio", "DecodedAudio", "TokenwaveError", "InvalidAudioError",
     "InvalidCodesError", "CodesFileError", "CheckpointError", "ModelNotFoundError", "load_tokenizer",
-    "HiggsAudioTokenizer", "HiggsConfig", "load_audio", "write_audio", "read_codes", "write_codes",
+    "HiggsAudioTokenizer", "HiggsConfig", "WavTokenizer", "WavTokenizerConfig",
+    "load_audio", "write_audio", "read_codes", "write_codes",
     "encode_chunked", "decode_chunked", "StreamingDecoder",
 ]
 
@@ -58,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .audio import load_audio, write_audio  # noqa: F401
     from .codecs.higgs import HiggsAudioTokenizer, HiggsConfig  # noqa: F401
+    from .codecs.wavtokenizer import WavTokenizer, WavTokenizerConfig  # noqa: F401
     from .codesfile import read_codes, write_codes  # noqa: F401
     from .loading import load_tokenizer  # noqa: F401
     from .streaming import StreamingDecoder, decode_chunked, encode_chunked  # noqa: F401

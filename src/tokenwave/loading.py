@@ -136,6 +136,7 @@ def load_tokenizer(
     data = _read_json(folder / "config.json")
     model_type = data.get("model_type")
     from .codecs.higgs.config import MODEL_TYPE, is_original_dict
+    from .codecs.wavtokenizer.config import MODEL_TYPE as WAVTOKENIZER
 
     if model_type == MODEL_TYPE or (model_type is None and is_original_dict(data)):
         from .codecs.higgs.checkpoint import config_from_dict, load_state_strict, read_state_dict
@@ -146,15 +147,20 @@ def load_tokenizer(
             model = HiggsAudioTokenizer(config, alignment=alignment, batching=batching)
         state = read_state_dict(folder, config)
         load_state_strict(model, state, str(folder), assign=True)  # no second copy of the weights
+    elif model_type == WAVTOKENIZER:
+        from .codecs.wavtokenizer.checkpoint import load_pretrained
+
+        model = load_pretrained(folder, data, batching=batching)
     else:
         raise CheckpointError(
             f"{folder / 'config.json'} describes model_type {model_type!r}, which tokenwave cannot load "
-            f"(supported: {MODEL_TYPE!r} in the transformers or the original boson-multimodal layout)"
+            f"(supported: {MODEL_TYPE!r} in the transformers or the original boson-multimodal layout, "
+            f"{WAVTOKENIZER!r})"
         )
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     model.to(device=device or "cpu", dtype=dtype or torch.float32)
-    model.quantizer.float()  # nearest-codeword search stays float32 whatever the model dtype
+    model.quantizer.float()  # nearest-codeword search stays float32 whatever the model dtype (both codecs)
     model.model_id = str(name_or_path or default_model())
     return model.eval()
 

@@ -25,6 +25,7 @@ import math
 import os
 import pickle
 import re
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import NoReturn
@@ -208,6 +209,9 @@ class _YamlReader:
 def read_lightning_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The inference weights of a WavTokenizer ``.ckpt`` in our names, and the checkpoint keys left out.
 
+    Uses ``torch.load(weights_only=True)`` (memory-mapped for zip-format files, so that the discriminators and
+    optimizer state are never read into memory).
+
     Accepts a Lightning checkpoint (a dict with ``state_dict``) or a bare state dict of the repository's
     inference module (keys ``feature_extractor.*``, ``backbone.*``, ``head.*``). See the module docstring
     for the mapping.
@@ -220,12 +224,19 @@ def read_lightning_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.
     if not path.is_file():
         raise CheckpointError(f"no WavTokenizer checkpoint file {path}")
     try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        # mmap: only the kept tensors are read (a published file is ~1.75 GB, mostly optimizer state);
+        # the legacy non-zip format cannot be mapped
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found is None:
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+            raise CheckpointError(f"{path} is not a readable torch checkpoint "
+                                  f"({detail[1].strip() if detail else str(e).splitlines()[0]})") from e
         raise CheckpointError(
-            f"{path} cannot be read with torch.load(weights_only=True): it pickles objects other than tensors "
-            f"and plain containers, and tokenwave never executes untrusted pickles. If you trust the file, "
-            f"re-save its 'state_dict' alone. ({str(e).splitlines()[0]})"
+            f"{path} needs more than torch.load(weights_only=True): it pickles {found[1]}, not only tensors and "
+            f"plain containers, and tokenwave never executes untrusted pickles. If you trust the file, load it "
+            f"yourself and re-save its 'state_dict' alone."
         ) from e
     except Exception as e:  # torch raises RuntimeError/EOFError/... for files that are not torch archives
         raise CheckpointError(f"cannot read {path} as a torch checkpoint: {e}") from e
@@ -239,7 +250,8 @@ def read_lightning_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: state_dict entries that are not tensors: {bad[:10]}")
-    return lightning_to_tokenwave(state, source=str(path))
+    ours, dropped = lightning_to_tokenwave(state, source=str(path))
+    return {k: v.clone() for k, v in ours.items()}, dropped  # copies: nothing stays mapped to the file
 
 
 def lightning_to_tokenwave(state: dict[str, torch.Tensor], source: str = "state dict"

@@ -195,6 +195,13 @@ def test_bare_and_minimal_checkpoints(tmp_path, tiny):
         _same_behaviour(load_lightning(path), tiny)
 
 
+def test_a_yaml_next_to_the_checkpoint_is_not_used_implicitly(tmp_path, tiny):
+    """Explicit beats guessing: a (here mismatching) yaml with the checkpoint's stem is ignored."""
+    path = write_lightning_checkpoint(tiny, tmp_path / "model.ckpt")
+    (tmp_path / "model.yaml").write_text(YAMLS["wavtokenizer-75"].read_text())
+    assert load_lightning(path).config == tiny_config()
+
+
 def test_config_that_disagrees_with_the_weights(tiny_ckpt):
     with pytest.raises(CheckpointError) as err:
         load_lightning(tiny_ckpt, YAMLS["wavtokenizer-75"])

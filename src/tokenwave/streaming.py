@@ -280,12 +280,27 @@ def _as_codes(codes) -> torch.Tensor:
     return codes
 
 
-def iter_decode(tokenizer: AudioTokenizer, codes, *, chunk_frames: int = DEFAULT_DECODE_CHUNK_FRAMES,
-                context_frames: int = DEFAULT_DECODE_CONTEXT_FRAMES,
+def decode_window(tokenizer: AudioTokenizer) -> tuple[int, int]:
+    """Default ``(chunk_frames, context_frames)`` of :func:`iter_decode` for ``tokenizer``: its
+    ``decode_chunk_seconds`` / ``decode_context_seconds`` attributes when it has them (a decoder with global
+    attention needs long windows), else :data:`DEFAULT_DECODE_CHUNK_FRAMES` and
+    :data:`DEFAULT_DECODE_CONTEXT_FRAMES` (the Higgs tokenizer's convolutional decoder)."""
+    chunk = getattr(tokenizer, "decode_chunk_seconds", None)
+    context = getattr(tokenizer, "decode_context_seconds", None)
+    return (DEFAULT_DECODE_CHUNK_FRAMES if chunk is None else _seconds_to_frames(tokenizer, chunk, "chunk"),
+            DEFAULT_DECODE_CONTEXT_FRAMES if context is None else _seconds_to_frames(tokenizer, context, "context"))
+
+
+def iter_decode(tokenizer: AudioTokenizer, codes, *, chunk_frames: int | None = None,
+                context_frames: int | None = None,
                 num_samples: int | None = None) -> Iterator[torch.Tensor]:
     """Audio chunks of ``codes`` ``[K, T]``, decoded ``chunk_frames`` at a time with ``context_frames`` of
-    context on each side; cropped to ``num_samples`` in total when given. Codes that fit one window
-    (``chunk_frames + 2 * context_frames``) are decoded in one call, identical to ``tokenizer.decode``."""
+    context on each side (defaults: :func:`decode_window`); cropped to ``num_samples`` in total when given.
+    Codes that fit one window (``chunk_frames + 2 * context_frames``) are decoded in one call, identical to
+    ``tokenizer.decode``."""
+    default_chunk, default_context = decode_window(tokenizer)
+    chunk_frames = default_chunk if chunk_frames is None else chunk_frames
+    context_frames = default_context if context_frames is None else context_frames
     codes = _as_codes(codes)
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
@@ -310,8 +325,8 @@ def iter_decode(tokenizer: AudioTokenizer, codes, *, chunk_frames: int = DEFAULT
     yield crop(stream.flush())
 
 
-def decode_chunked(tokenizer: AudioTokenizer, codes, *, chunk_frames: int = DEFAULT_DECODE_CHUNK_FRAMES,
-                   context_frames: int = DEFAULT_DECODE_CONTEXT_FRAMES,
+def decode_chunked(tokenizer: AudioTokenizer, codes, *, chunk_frames: int | None = None,
+                   context_frames: int | None = None,
                    num_samples: int | None = None) -> torch.Tensor:
     """Decode ``[K, T]`` codes in windows of ``chunk_frames`` (+ ``context_frames`` each side): audio ``[N]``.
 

@@ -297,6 +297,25 @@ def _print_codes_info(d: dict) -> None:
         typer.echo(f"{key:14} {value}")
 
 
+def _describe_folder(path: Path) -> dict:
+    """describe_model_folder of the codec family the folder's config.json names."""
+    import json
+
+    from ..codecs.wavtokenizer.config import MODEL_TYPE as WAVTOKENIZER
+
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None  # the Higgs reader gives the detailed error
+    if model_type == WAVTOKENIZER:
+        from ..codecs.wavtokenizer.checkpoint import describe_folder
+
+        return describe_folder(path)
+    from ..codecs.higgs.convert import describe_model_folder
+
+    return describe_model_folder(path)
+
+
 def _print_model_info(d: dict) -> None:
     weights = "none"
     if d["weights"]:
@@ -309,10 +328,13 @@ def _print_model_info(d: dict) -> None:
         ("audio", f"{d['sample_rate']} Hz, {d['frame_rate']:g} frames/s, hop {d['hop_length']} samples"),
         ("codebooks", f"{d['num_codebooks']} x {d['codebook_size']} entries of dim {d['codebook_dim']}"),
         ("bandwidths", ", ".join(f"{b:g}" for b in d["target_bandwidths"]) + " kbps"),
-        ("acoustic", f"hidden size {d['acoustic_hidden_size']}"),
-        ("semantic", f"hidden size {d['semantic_hidden_size']}, {d['semantic_num_layers']} layers"),
-        ("config hash", d["config_hash"]),
     ]
+    if "acoustic_hidden_size" in d:
+        rows += [("acoustic", f"hidden size {d['acoustic_hidden_size']}"),
+                 ("semantic", f"hidden size {d['semantic_hidden_size']}, {d['semantic_num_layers']} layers")]
+    if "decoder" in d:
+        rows.append(("decoder", d["decoder"]))
+    rows.append(("config hash", d["config_hash"]))
     for key, value in rows:
         typer.echo(f"{key:14} {value}")
     typer.echo("files")
@@ -332,10 +354,8 @@ def info(
     from ..api import CodesFileError, TokenwaveError
 
     if path.is_dir():
-        from ..codecs.higgs.convert import describe_model_folder
-
         try:
-            data = {"kind": "model_folder", **describe_model_folder(path)}
+            data = {"kind": "model_folder", **_describe_folder(path)}
         except (TokenwaveError, OSError) as e:
             raise _error(str(e), 1) from None
         show = _print_model_info

@@ -34,7 +34,6 @@ def save_pretrained(model, folder: str | Path) -> Path:
 
 def load_pretrained(folder: str | Path, config_data: dict | None = None, *, batching: str = "auto"):
     """The model saved in ``folder`` by :func:`save_pretrained` (on CPU, float32, eval mode)."""
-    from safetensors import SafetensorsError
     from safetensors.torch import load_file
 
     from .model import WavTokenizer
@@ -54,9 +53,50 @@ def load_pretrained(folder: str | Path, config_data: dict | None = None, *, batc
         raise CheckpointError(f"{folder} has no {WEIGHTS}")
     try:
         state = load_file(str(weights))
-    except (SafetensorsError, OSError) as e:
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{weights} is not a readable safetensors file: {e}") from e
     with torch.device("meta"):
         model = WavTokenizer(config, batching=batching)
     load_state_strict(model, state, str(weights), assign=True)
     return model.eval()
+
+
+def describe_folder(folder: str | Path) -> dict:
+    """What a tokenwave WavTokenizer folder holds, read without building the model (the keys of
+    :func:`tokenwave.codecs.higgs.convert.describe_model_folder` that apply, plus ``decoder``)."""
+    import math
+
+    from ...api import config_hash
+    from ..higgs.convert import _safetensors_summary
+
+    folder = Path(folder)
+    try:
+        data = json.loads((folder / "config.json").read_text())
+        config = WavTokenizerConfig.from_dict(data, str(folder / "config.json"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder / 'config.json'}: {e}") from e
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    weights, shapes, dtypes = None, None, None
+    if (folder / WEIGHTS).is_file():
+        weights, (shapes, dtypes) = WEIGHTS, _safetensors_summary(folder / WEIGHTS)
+    return {
+        "path": str(folder),
+        "format": "tokenwave",
+        "model_type": data["model_type"],
+        "files": files,
+        "weights": weights,
+        "num_tensors": None if shapes is None else len(shapes),
+        "num_parameters": None if shapes is None else sum(math.prod(s) for s in shapes),
+        "dtypes": dtypes,
+        "sample_rate": config.sample_rate,
+        "frame_rate": config.frame_rate,
+        "hop_length": config.hop_length,
+        "num_codebooks": 1,
+        "codebook_size": config.codebook_size,
+        "codebook_dim": config.latent_dim,
+        "target_bandwidths": [config.bandwidth],
+        "decoder": (f"Vocos backbone {config.backbone_dim}/{config.backbone_intermediate_dim} x "
+                    f"{config.backbone_layers}{' + attention pos_net' if config.pos_net else ''}, "
+                    f"iSTFT n_fft {config.n_fft}"),
+        "config_hash": config_hash(config.to_dict()),
+    }

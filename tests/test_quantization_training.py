@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -94,6 +96,22 @@ def test_ema_update_matches_hand_computation():
     torch.testing.assert_close(cb.embed.double(), embed)
 
 
+def test_ema_step_equals_encodec_0_1_1_without_expiry():
+    core_vq = pytest.importorskip("encodec.quantization.core_vq")
+    ref = core_vq.EuclideanCodebook(dim=8, codebook_size=32, kmeans_init=False, threshold_ema_dead_code=0).train()
+    ours = _codebook(32, 8, seed=3)
+    ref.load_state_dict(ours.state_dict())
+    for step in range(3):
+        z = torch.randn(2, 40, 8) + step
+        want_q, want_codes = ref(z)
+        ste = straight_through(z, ours.embed)
+        ema_update_(ours, z, ste.codes)
+        assert torch.equal(ste.codes, want_codes)
+        torch.testing.assert_close(ste.quantized, want_q)
+        for k, v in ref.state_dict().items():
+            torch.testing.assert_close(ours.get_buffer(k), v, rtol=1e-6, atol=1e-6)
+
+
 def test_kmeans_init_lowers_quantization_error_and_sets_consistent_buffers():
     x, _, _ = _blobs(16, 4, 800, seed=1, spread=3.0, noise=0.5)
     err = {}
@@ -184,7 +202,8 @@ def test_dead_codes_are_replaced_and_persist_issue_89():
     old = _codebook(64, 8, inited=False).train()
     for c in (cb, old):
         kmeans_init_(c, torch.randn(200, 8), iters=10, generator=torch.Generator().manual_seed(0))
-        ema_update_(c, torch.randn(200, 8), c.encode(torch.randn(200, 8)))
+        warm = torch.randn(200, 8)
+        ema_update_(c, warm, c.encode(warm))
     replaced_total = 0
     for _ in range(5):
         z = torch.randn(200, 8) * 3 + 5
@@ -195,6 +214,9 @@ def test_dead_codes_are_replaced_and_persist_issue_89():
         assert (cb.cluster_size >= 2).all()
         renorm = cb.embed_avg / smoothed_cluster_size(cb.cluster_size)[:, None]
         torch.testing.assert_close(renorm, cb.embed, rtol=1e-6, atol=1e-6)  # normalisation keeps them
+        idle = copy.deepcopy(cb)  # a next step that assigns nothing only decays cs and embed_avg together
+        ema_update_(idle, z[:0], torch.zeros(0, dtype=torch.long))
+        torch.testing.assert_close(idle.embed[dead], cb.embed[dead], rtol=1e-4, atol=1e-4)
         # the original order loses its replacement in the same call
         gone, vectors = _wavtokenizer_order_step(old, z, gen)
         assert gone.numel() > 0 and not torch.isclose(old.embed[gone], vectors).all(-1).any()

@@ -20,20 +20,22 @@ What this module does differently from the code it reproduces, and why:
   gets a batch vector ``v``, ``cs_j = threshold`` and ``ea_j = v * smoothed(cs)_j``: the buffers stay a fixed
   point of the normalisation (``E == ea / smoothed(cs)`` for every row), and the row survives its next step
   iff it is assigned at least ``threshold`` vectors there.
-* **k-means sets consistent buffers.** EnCodec sets ``embed_avg = embed`` next to ``cluster_size = counts``,
+* **k-means sets consistent buffers.** EnCodec and Higgs set ``embed_avg = embed`` next to ``cluster_size = counts``,
   so the first EMA normalisation divides each centre by its population. Here ``cluster_size`` is the
   population of each row and ``embed_avg = embed * smoothed(cluster_size)`` (same fixed point as above).
   ``num_clusters`` may be smaller than the codebook (the WavTokenizer paper's "200 cluster centres"; its code
   runs 200 *iterations* over 4096 centres): see :func:`kmeans_init_` for the stratified rule.
 * **Never in inference.** Both originals run k-means inside ``forward`` whenever ``inited == 0``, even in eval
   mode. Here buffers change only when the codebook module is in training mode *and* grad is enabled
-  (not under ``torch.no_grad()``/``torch.inference_mode()``); WavTokenizer's discriminator step, which runs
-  the generator under ``no_grad``, therefore no longer updates the codebook a second time per batch.
+  (not under ``torch.no_grad()``/``torch.inference_mode()``). WavTokenizer's discriminator step computes the
+  generator output under ``no_grad`` in training mode, which in the original is a second EMA update per
+  batch; with this module it is none.
 * **Distributed.** Counts and sums are all-reduced (as in Higgs; EnCodec 0.1.1 keeps per-rank EMAs and
   overwrites them with rank 0's on every expiry), so ``threshold`` applies to the *global* count per step.
   k-means runs Lloyd's iterations on the sharded batch (sums all-reduced, no gather), random choices are
   drawn on rank 0 and broadcast, so every rank ends with identical buffers, equal to a one-process run on
-  the concatenated batch. Every rank must make the same training calls; eval calls never communicate.
+  the concatenated batch up to the order of float sums (~1e-7 relative). Every rank must make the same
+  training calls (same stages, see :func:`sample_num_quantizers`); eval calls never communicate.
 * Higgs's k-means subsamples at most 10 000 frames (``kmeans_max_samples=10_000``) and runs 50 iterations
   with ``cdist``/``argmin`` distances; ours uses the ``encode`` expression (ties may resolve differently).
 

@@ -348,3 +348,57 @@ def test_eval_opens_a_wavtokenizer_folder(tiny, tmp_path):
     tiny.save_pretrained(tmp_path / "m")
     codec = open_codec(str(tmp_path / "m"))
     assert (codec.bitrate, codec.frame_rate, codec.num_codebooks, codec.codebook_size) == (450, 75, 1, 64)
+
+
+# ---- loading the reference code's checkpoints through load_tokenizer ---------------------------------
+def test_load_tokenizer_reads_a_lightning_ckpt(tiny, tmp_path):
+    from wavtokenizer_fixtures import write_lightning_checkpoint
+
+    ckpt = write_lightning_checkpoint(tiny, tmp_path / "wavtokenizer_tiny.ckpt")
+    x = speechlike(8000, 3)
+    for config in (None, tiny.config):
+        loaded = load_tokenizer(ckpt, config=config)
+        assert isinstance(loaded, WavTokenizer) and loaded.model_id == str(ckpt)
+        assert torch.equal(loaded.encode(x).codes, tiny.encode(x).codes)
+        assert (loaded.decode(tiny.encode(x)).audio - tiny.decode(tiny.encode(x)).audio).abs().max() < 1e-6
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_tokenizer(ckpt, config="wavtokenizer-75")
+    with pytest.raises(ValueError, match="config= applies to WavTokenizer"):
+        tiny.save_pretrained(tmp_path / "folder")
+        load_tokenizer(tmp_path / "folder", config="wavtokenizer-75")
+
+
+def test_published_names_resolve_to_hub_files(tiny, tmp_path, monkeypatch):
+    from wavtokenizer_fixtures import write_lightning_checkpoint
+
+    from tokenwave.api import ModelNotFoundError
+    from tokenwave.codecs.wavtokenizer import published
+
+    ckpt = write_lightning_checkpoint(tiny, tmp_path / "x.ckpt")
+    asked = []
+
+    def fake_fetch(repo, filename, *, revision=None):
+        asked.append((repo, filename))
+        return ckpt
+
+    monkeypatch.setattr(published, "fetch", fake_fetch)
+    # the tiny weights are not the published geometry: the preset check proves the preset was applied
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_tokenizer("wavtokenizer-small-75")
+    assert asked[-1] == ("novateur/WavTokenizer", "WavTokenizer_small_320_24k_4096.ckpt")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_tokenizer("novateur/WavTokenizer-large-unify-40token")
+    assert asked[-1] == ("novateur/WavTokenizer-large-unify-40token", "wavtokenizer_large_unify_600_24k.ckpt")
+    assert load_tokenizer("someone/repo/x.ckpt").config == tiny.config  # any file: config from the shapes
+    assert asked[-1] == ("someone/repo", "x.ckpt")
+    with pytest.raises(ModelNotFoundError, match="several WavTokenizer checkpoints"):
+        load_tokenizer("novateur/WavTokenizer")
+
+
+def test_unreachable_hub_names_how_to_get_the_file(monkeypatch):
+    from tokenwave.api import ModelNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelNotFoundError, match="hf download novateur/WavTokenizer-medium-speech-75token"):
+        load_tokenizer("wavtokenizer-medium-speech-75")

@@ -117,22 +117,34 @@ def load_tokenizer(
     alignment: str = "original",
     batching: str = "auto",
     revision: str | None = None,
+    config=None,
 ) -> AudioTokenizer:
-    """Load a tokenizer from a folder or hub id, in any format tokenwave reads.
+    """Load a tokenizer from a folder, a file or a hub id, in any format tokenwave reads.
 
     Args:
-        name_or_path: folder or hub id; default :func:`default_model`.
+        name_or_path: a model folder (Higgs in either published layout, or tokenwave's own format), a
+            WavTokenizer Lightning ``.ckpt`` file, a hub id, or a published WavTokenizer name (see
+            :mod:`tokenwave.codecs.wavtokenizer.published`); default :func:`default_model`.
         device: where to put the model (default CPU).
         dtype: parameter dtype (default float32; quantizer distances are always float32).
         alignment: Higgs padding rule, ``"original"`` (default) or ``"transformers"``.
         batching: ``"auto"`` (default), ``"padded"`` or ``"per_item"`` (see :class:`HiggsAudioTokenizer`).
         revision: hub revision (branch, tag or commit) for hub ids.
+        config: for a WavTokenizer ``.ckpt``: its LightningCLI yaml, a preset name or a
+            :class:`~tokenwave.codecs.wavtokenizer.WavTokenizerConfig` (default: read from the tensor shapes;
+            a given config must agree with them).
 
     Raises:
         ModelNotFoundError: no such folder and the hub id cannot be found or fetched.
         CheckpointError: a config of another model type, or weights that do not match it exactly.
     """
-    folder = resolve_model_dir(name_or_path or default_model(), revision=revision)
+    name = str(name_or_path or default_model())
+    model = _load_wavtokenizer_checkpoint(name, config, batching, revision)
+    if model is not None:
+        return _finish(model, name, device, dtype)
+    if config is not None:
+        raise ValueError("config= applies to WavTokenizer .ckpt files only; a model folder carries its config.json")
+    folder = resolve_model_dir(name, revision=revision)
     data = _read_json(folder / "config.json")
     model_type = data.get("model_type")
     from .codecs.higgs.config import MODEL_TYPE, is_original_dict
@@ -157,12 +169,36 @@ def load_tokenizer(
             f"(supported: {MODEL_TYPE!r} in the transformers or the original boson-multimodal layout, "
             f"{WAVTOKENIZER!r})"
         )
+    return _finish(model, name, device, dtype)
+
+
+def _finish(model, name: str, device, dtype) -> AudioTokenizer:
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     model.to(device=device or "cpu", dtype=dtype or torch.float32)
     model.quantizer.float()  # nearest-codeword search stays float32 whatever the model dtype (both codecs)
-    model.model_id = str(name_or_path or default_model())
+    model.model_id = name
     return model.eval()
+
+
+def _load_wavtokenizer_checkpoint(name: str, config, batching: str, revision: str | None):
+    """A WavTokenizer from a Lightning ``.ckpt`` path or a published name (None when ``name`` is neither)."""
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".ckpt":
+        from .codecs.wavtokenizer.lightning import load_lightning
+
+        return load_lightning(path, config, batching=batching)
+    if path.exists():
+        return None
+    from .codecs.wavtokenizer.published import fetch, published_entry
+
+    entry = published_entry(name)
+    if entry is None:
+        return None
+    from .codecs.wavtokenizer.lightning import load_lightning
+
+    repo, filename, preset = entry
+    return load_lightning(fetch(repo, filename, revision=revision), config or preset, batching=batching)
 
 
 def _read_json(path: Path) -> dict:

@@ -40,6 +40,24 @@ class EuclideanCodebook(nn.Module):
         dist = -(flat.pow(2).sum(1, keepdim=True) - 2 * flat @ embed + embed.pow(2).sum(0, keepdim=True))
         return dist.max(dim=-1).indices.view(shape)
 
+    def encode_with_margin(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes as :meth:`encode` and how safely each was chosen: the gap between the second-nearest and the
+        nearest squared distance relative to ``|z|^2 + |e|^2``, the size of the terms the float32 distance
+        expression cancels. Below ~1e-6 another summation order (another batch shape) may pick the other
+        code; :class:`~tokenwave.codecs.wavtokenizer.WavTokenizer` re-encodes such items alone."""
+        shape = z.shape[:-1]
+        flat = z.reshape(-1, z.shape[-1]).float()
+        embed = self.embed.float().t()
+        x2, e2 = flat.pow(2).sum(1, keepdim=True), embed.pow(2).sum(0, keepdim=True)
+        dist = -(x2 - 2 * flat @ embed + e2)
+        top = dist.topk(min(2, dist.shape[-1]), dim=-1)
+        codes = dist.max(dim=-1).indices  # the same call as encode: ties resolve identically
+        if top.values.shape[-1] < 2:
+            return codes.view(shape), torch.full(shape, float("inf"), device=z.device)
+        scale = x2[:, 0] + e2[0, codes]
+        margin = (top.values[:, 0] - top.values[:, 1]) / scale.clamp_min(torch.finfo(torch.float32).tiny)
+        return codes.view(shape), margin.view(shape)
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embed)
 

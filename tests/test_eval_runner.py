@@ -135,3 +135,20 @@ def test_core_and_runner_import_no_metric_library():
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_eval_runs_a_wavtokenizer_unchanged(data, tmp_path):
+    """Another family behind the contract: a tiny WavTokenizer folder goes through the same harness."""
+    from wavtokenizer_fixtures import tiny_model
+
+    model = tmp_path / "wt"
+    tiny_model(0).save_pretrained(model)
+    out = tmp_path / "eval"
+    r = run("eval", "--codec", model, "--data", data, "--out", out, "--workers", 1, "--plots", 0, *FAST)
+    assert r.exit_code == 1, r.output  # only the broken clip fails
+    rows = [row for row in csv.DictReader(open(out / "clips.csv")) if not row["error"]]
+    assert len(rows) == 3 and all(float(row["mel_distance"]) > 0 for row in rows)
+    facts = json.loads((out / "summary.json").read_text())["codecs"]["wt"]["facts"]
+    assert facts["bitrate_bps"] == 75 * 6 and facts["frame_rate"] == 75
+    assert len(facts["codebook_usage"]["utilization"]) == 1
+    assert len(list((out / "codes").rglob("*.twc"))) == 3

@@ -1,0 +1,1 @@
+"""Training of the codec families: recipes, data, generator/discriminator steps, the loop and its checkpoints."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..api import InvalidAudioError, InvalidCodesError
+from ..api import DecodedAudio, InvalidAudioError, InvalidCodesError
 from ..nn.lengths import zero_pad_frames
 
 BATCHING = ("auto", "padded", "per_item")
@@ -143,3 +143,17 @@ def as_lengths(lengths: Sequence[int] | torch.Tensor, batch: int, limit: int, na
     if bool((t > limit).any()) or bool((t < 0).any()):
         raise ValueError(f"{name} must lie in [0, {limit}] {unit}, got {t.tolist()}")
     return t.long()
+
+
+def decoded_audio(audio: torch.Tensor, out_lengths: torch.Tensor, sample_rate: int, *, crop: bool = False,
+                  audio_lengths=None) -> DecodedAudio:
+    """:class:`DecodedAudio` of a decoded batch: cropped to ``audio_lengths`` with ``crop``, zeros past each
+    item's valid samples."""
+    if crop:
+        if audio_lengths is None:
+            raise ValueError("crop=True needs audio_lengths (or an EncodedAudio to decode)")
+        out_lengths = torch.minimum(out_lengths, torch.as_tensor(audio_lengths).reshape(-1).cpu())
+        audio = audio[..., : int(out_lengths.max())]
+    if bool((out_lengths < audio.shape[-1]).any()):
+        audio = zero_pad_frames(audio, out_lengths.to(audio.device))
+    return DecodedAudio(audio, out_lengths.long(), sample_rate)

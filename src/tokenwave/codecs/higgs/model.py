@@ -37,7 +37,7 @@ from ...nn.dac import DacDecoder, DacEncoder
 from ...nn.hubert import HubertModel
 from ...nn.lengths import zero_pad_frames
 from ...quantization.rvq import ResidualVectorQuantizer
-from ..common import check_batching, prepare_audio, prepare_codes, stack_right_padded
+from ..common import check_batching, decoded_audio, prepare_audio, prepare_codes, stack_right_padded
 from .config import HiggsConfig
 from .semantic import SemanticDecoder, SemanticEncoder
 
@@ -200,14 +200,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
             audio, out_lengths = stack_right_padded(parts)
         else:
             audio, out_lengths = self._decode_padded(codes, lengths)
-        if crop:
-            if audio_lengths is None:
-                raise ValueError("crop=True needs audio_lengths (or an EncodedAudio to decode)")
-            out_lengths = torch.minimum(out_lengths, torch.as_tensor(audio_lengths).reshape(-1).cpu())
-            audio = audio[..., : int(out_lengths.max())]
-        if bool((out_lengths < audio.shape[-1]).any()):
-            audio = zero_pad_frames(audio, out_lengths.to(audio.device))
-        return DecodedAudio(audio, out_lengths.long(), self.sample_rate)
+        return decoded_audio(audio, out_lengths, self.sample_rate, crop=crop, audio_lengths=audio_lengths)
 
     @torch.inference_mode()
     def _chunked_statistics(self, windows, num_frames: int):

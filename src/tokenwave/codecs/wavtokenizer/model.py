@@ -25,7 +25,7 @@ from ...nn.lengths import zero_pad_frames
 from ...nn.seanet import SEANetEncoder
 from ...nn.vocos import ISTFTHead, VocosBackbone
 from ...quantization.rvq import CodebookQuantizer
-from ..common import check_batching, prepare_audio, prepare_codes, stack_right_padded
+from ..common import check_batching, decoded_audio, prepare_audio, prepare_codes, stack_right_padded
 from .config import WavTokenizerConfig
 
 MIN_SAMPLES = 1
@@ -182,14 +182,7 @@ class WavTokenizer(nn.Module, AudioTokenizer):
         else:
             audio = self._decode(codes, lengths, bw)
             out_lengths = lengths * self.hop_length
-        if crop:
-            if audio_lengths is None:
-                raise ValueError("crop=True needs audio_lengths (or an EncodedAudio to decode)")
-            out_lengths = torch.minimum(out_lengths, torch.as_tensor(audio_lengths).reshape(-1).cpu())
-            audio = audio[..., : int(out_lengths.max())]
-        if bool((out_lengths < audio.shape[-1]).any()):
-            audio = zero_pad_frames(audio, out_lengths.to(audio.device))
-        return DecodedAudio(audio, out_lengths.long(), self.sample_rate)
+        return decoded_audio(audio, out_lengths, self.sample_rate, crop=crop, audio_lengths=audio_lengths)
 
     def _decode(self, codes: torch.Tensor, lengths: torch.Tensor | None, bandwidth_id: int) -> torch.Tensor:
         """``[B, 1, T]`` codes -> ``[B, 1, T * hop]`` audio (one forward pass)."""

@@ -183,10 +183,10 @@ def _finish(model, name: str, device, dtype) -> AudioTokenizer:
 
 def _load_wavtokenizer_checkpoint(name: str, config, batching: str, revision: str | None):
     """A WavTokenizer from a Lightning ``.ckpt`` path or a published name (None when ``name`` is neither)."""
+    from .codecs.wavtokenizer.lightning import load_lightning
+
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".ckpt":
-        from .codecs.wavtokenizer.lightning import load_lightning
-
         return load_lightning(path, config, batching=batching)
     if path.exists():
         return None
@@ -195,8 +195,6 @@ def _load_wavtokenizer_checkpoint(name: str, config, batching: str, revision: st
     entry = published_entry(name)
     if entry is None:
         return None
-    from .codecs.wavtokenizer.lightning import load_lightning
-
     repo, filename, preset = entry
     return load_lightning(fetch(repo, filename, revision=revision), config or preset, batching=batching)
 

@@ -32,7 +32,7 @@ from .checkpoint import (
 )
 from .config import MODEL_TYPE, HiggsConfig, is_original_dict
 
-__all__ = ["FORMATS", "convert_checkpoint", "describe_model_folder", "folder_format"]
+__all__ = ["FORMATS", "convert_checkpoint", "describe_files", "describe_model_folder", "folder_format"]
 
 FORMATS = ("transformers", "original")
 # Files a checkpoint of either format consists of; on overwrite, those of the other format are removed.
@@ -130,22 +130,11 @@ def describe_model_folder(path: str | os.PathLike) -> dict:
     """
     folder = Path(path).expanduser()
     config, data = _read_config(folder)
-    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
-    st, pth = folder / "model.safetensors", folder / "model.pth"
-    weights, shapes, dtypes = None, None, None
-    if st.is_file():
-        weights, (shapes, dtypes) = st.name, _safetensors_summary(st)
-    elif pth.is_file():
-        weights, (shapes, dtypes) = pth.name, _pth_summary(pth)
     return {
         "path": str(folder),
         "format": "original" if is_original_dict(data) else "transformers",
         "model_type": data.get("model_type", MODEL_TYPE),
-        "files": files,
-        "weights": weights,
-        "num_tensors": None if shapes is None else len(shapes),
-        "num_parameters": None if shapes is None else sum(math.prod(s) for s in shapes),
-        "dtypes": dtypes,
+        **describe_files(folder),
         "sample_rate": config.sample_rate,
         "frame_rate": config.frame_rate,
         "hop_length": config.hop_length,
@@ -157,6 +146,25 @@ def describe_model_folder(path: str | os.PathLike) -> dict:
         "semantic_hidden_size": config.semantic.hidden_size,
         "semantic_num_layers": config.semantic.num_hidden_layers,
         "config_hash": config_hash(config.identity_dict()),
+    }
+
+
+def describe_files(folder: Path) -> dict:
+    """The file part of :func:`describe_model_folder` (any codec's folder): ``files``, ``weights``,
+    ``num_tensors``, ``num_parameters``, ``dtypes``, read without loading tensors."""
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    st, pth = folder / "model.safetensors", folder / "model.pth"
+    weights, shapes, dtypes = None, None, None
+    if st.is_file():
+        weights, (shapes, dtypes) = st.name, _safetensors_summary(st)
+    elif pth.is_file():
+        weights, (shapes, dtypes) = pth.name, _pth_summary(pth)
+    return {
+        "files": files,
+        "weights": weights,
+        "num_tensors": None if shapes is None else len(shapes),
+        "num_parameters": None if shapes is None else sum(math.prod(s) for s in shapes),
+        "dtypes": dtypes,
     }
 
 

@@ -37,7 +37,14 @@ from ...nn.dac import DacDecoder, DacEncoder
 from ...nn.hubert import HubertModel
 from ...nn.lengths import zero_pad_frames
 from ...quantization.rvq import ResidualVectorQuantizer
-from ..common import check_batching, decoded_audio, prepare_audio, prepare_codes, stack_right_padded
+from ..common import (
+    check_batching,
+    decoded_audio,
+    prepare_audio,
+    prepare_codes,
+    runs_per_item,
+    stack_right_padded,
+)
 from .config import HiggsConfig
 from .semantic import SemanticDecoder, SemanticEncoder
 
@@ -252,11 +259,7 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
 
     # ---- batching -------------------------------------------------------------------------------
     def _per_item(self, x: torch.Tensor) -> bool:
-        if x.shape[0] == 1:
-            return False
-        if self.batching == "auto":
-            return x.device.type == "cpu"
-        return self.batching == "per_item"
+        return runs_per_item(self.batching, x)
 
     def _encode_padded(self, x, lengths, k: int, align: str):
         """One forward pass over a right-padded batch: codes ``[B, k, T]`` (zero past each item) and frames."""

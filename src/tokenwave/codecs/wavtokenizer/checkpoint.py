@@ -64,10 +64,8 @@ def load_pretrained(folder: str | Path, config_data: dict | None = None, *, batc
 def describe_folder(folder: str | Path) -> dict:
     """What a tokenwave WavTokenizer folder holds, read without building the model (the keys of
     :func:`tokenwave.codecs.higgs.convert.describe_model_folder` that apply, plus ``decoder``)."""
-    import math
-
     from ...api import config_hash
-    from ..higgs.convert import _safetensors_summary
+    from ..higgs.convert import describe_files
 
     folder = Path(folder)
     try:
@@ -75,19 +73,11 @@ def describe_folder(folder: str | Path) -> dict:
         config = WavTokenizerConfig.from_dict(data, str(folder / "config.json"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from e
-    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
-    weights, shapes, dtypes = None, None, None
-    if (folder / WEIGHTS).is_file():
-        weights, (shapes, dtypes) = WEIGHTS, _safetensors_summary(folder / WEIGHTS)
     return {
         "path": str(folder),
         "format": "tokenwave",
         "model_type": data["model_type"],
-        "files": files,
-        "weights": weights,
-        "num_tensors": None if shapes is None else len(shapes),
-        "num_parameters": None if shapes is None else sum(math.prod(s) for s in shapes),
-        "dtypes": dtypes,
+        **describe_files(folder),
         "sample_rate": config.sample_rate,
         "frame_rate": config.frame_rate,
         "hop_length": config.hop_length,

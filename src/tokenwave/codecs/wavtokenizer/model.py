@@ -25,7 +25,14 @@ from ...nn.lengths import zero_pad_frames
 from ...nn.seanet import SEANetEncoder
 from ...nn.vocos import ISTFTHead, VocosBackbone
 from ...quantization.rvq import CodebookQuantizer
-from ..common import check_batching, decoded_audio, prepare_audio, prepare_codes, stack_right_padded
+from ..common import (
+    check_batching,
+    decoded_audio,
+    prepare_audio,
+    prepare_codes,
+    runs_per_item,
+    stack_right_padded,
+)
 from .config import WavTokenizerConfig
 
 MIN_SAMPLES = 1
@@ -201,11 +208,7 @@ class WavTokenizer(nn.Module, AudioTokenizer):
 
     # ---- input checks --------------------------------------------------------------------------
     def _per_item(self, x: torch.Tensor) -> bool:
-        if x.shape[0] == 1:
-            return False
-        if self.batching == "auto":
-            return x.device.type == "cpu"
-        return self.batching == "per_item"
+        return runs_per_item(self.batching, x)
 
     def _resolve_codebooks(self, bandwidth, num_codebooks) -> int:
         if bandwidth is not None and num_codebooks is not None:

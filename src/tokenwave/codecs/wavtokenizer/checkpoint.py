@@ -81,10 +81,11 @@ def describe_folder(folder: str | Path) -> dict:
         "sample_rate": config.sample_rate,
         "frame_rate": config.frame_rate,
         "hop_length": config.hop_length,
-        "num_codebooks": 1,
+        "num_codebooks": config.num_quantizers,
         "codebook_size": config.codebook_size,
-        "codebook_dim": config.latent_dim,
-        "target_bandwidths": [config.bandwidth],
+        "codebook_dim": config.codebook_dim or config.latent_dim,
+        "target_bandwidths": [config.bandwidth * k / config.num_quantizers
+                              for k in range(1, config.num_quantizers + 1)],
         "decoder": (f"Vocos backbone {config.backbone_dim}/{config.backbone_intermediate_dim} x "
                     f"{config.backbone_layers}{' + attention pos_net' if config.pos_net else ''}, "
                     f"iSTFT n_fft {config.n_fft}"),

@@ -39,6 +39,11 @@ class WavTokenizerConfig:
     #: LSTM layers at the end of the encoder (0 = none)
     encoder_lstm_layers: int = 2
     codebook_size: int = 4096
+    #: residual codebooks per frame: 1 = the published single VQ on full-dimension vectors (no projections);
+    #: more gives an RVQ whose stages project ``latent_dim -> codebook_dim`` (tokenwave's own models)
+    num_quantizers: int = 1
+    #: RVQ codeword dimension (None: ``latent_dim``); only with ``num_quantizers > 1`` or a factorised codebook
+    codebook_dim: int | None = None
     #: backbone width, ConvNeXt hidden width and block count
     backbone_dim: int = 768
     backbone_intermediate_dim: int = 2304
@@ -57,10 +62,12 @@ class WavTokenizerConfig:
         problems = []
         if not self.strides or any(s < 1 for s in self.strides):
             problems.append(f"strides must be positive integers, got {self.strides}")
-        for name in ("sample_rate", "encoder_filters", "latent_dim", "codebook_size", "backbone_dim",
-                     "backbone_intermediate_dim", "backbone_layers"):
+        for name in ("sample_rate", "encoder_filters", "latent_dim", "codebook_size", "num_quantizers",
+                     "backbone_dim", "backbone_intermediate_dim", "backbone_layers"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.codebook_dim is not None and int(self.codebook_dim) < 1:
+            problems.append(f"codebook_dim must be >= 1 or None, got {self.codebook_dim}")
         if self.pos_net and (self.backbone_dim % 32 or self.backbone_dim < 64):
             problems.append(f"backbone_dim {self.backbone_dim} must be a multiple of 32 and >= 64 (pos_net "
                             "GroupNorm: 32 groups of >= 2 channels, so that a 1-frame input normalises)")
@@ -85,9 +92,14 @@ class WavTokenizerConfig:
         return math.ceil(math.log2(self.codebook_size))
 
     @property
+    def residual(self) -> bool:
+        """True when the quantizer is an RVQ with projections, False for the published single VQ."""
+        return self.num_quantizers > 1 or self.codebook_dim not in (None, self.latent_dim)
+
+    @property
     def bandwidth(self) -> float:
-        """kbps of the codes (0.9 for 75 tokens/s, 0.48 for 40)."""
-        return self.frame_rate * self.codebook_nbits / 1000
+        """kbps of all codebooks (0.9 for the published 75 tokens/s model, 0.48 for 40)."""
+        return self.frame_rate * self.codebook_nbits * self.num_quantizers / 1000
 
     def num_frames(self, num_samples):
         """Code frames for ``num_samples`` samples: ``ceil(L / hop)`` (spec 2.7); int or integer tensor."""

@@ -24,7 +24,7 @@ from ...api import AudioTokenizer, DecodedAudio, EncodedAudio, InvalidAudioError
 from ...nn.lengths import zero_pad_frames
 from ...nn.seanet import SEANetEncoder
 from ...nn.vocos import ISTFTHead, VocosBackbone
-from ...quantization.rvq import CodebookQuantizer
+from ...quantization.rvq import CodebookQuantizer, ResidualVectorQuantizer
 from ..common import (
     check_batching,
     decoded_audio,
@@ -70,7 +70,11 @@ class WavTokenizer(nn.Module, AudioTokenizer):
             channels=1, dimension=config.latent_dim, n_filters=config.encoder_filters,
             ratios=tuple(reversed(config.strides)), lstm=config.encoder_lstm_layers,
         )
-        self.quantizer = CodebookQuantizer(config.latent_dim, config.codebook_size)
+        if config.residual:  # tokenwave's own models: RVQ stages with projections
+            self.quantizer = ResidualVectorQuantizer(config.latent_dim, config.num_quantizers, config.codebook_size,
+                                                     config.codebook_dim or config.latent_dim)
+        else:  # the published models: one codebook on the full latent
+            self.quantizer = CodebookQuantizer(config.latent_dim, config.codebook_size)
         self.backbone = VocosBackbone(
             input_channels=config.latent_dim, dim=config.backbone_dim,
             intermediate_dim=config.backbone_intermediate_dim, num_layers=config.backbone_layers,
@@ -94,7 +98,7 @@ class WavTokenizer(nn.Module, AudioTokenizer):
 
     @property
     def num_codebooks(self) -> int:
-        return 1
+        return self.config.num_quantizers
 
     @property
     def codebook_size(self) -> int:
@@ -120,49 +124,65 @@ class WavTokenizer(nn.Module, AudioTokenizer):
     @torch.inference_mode()
     def encode(self, audio, sample_rate: int | None = None, *, bandwidth: float | None = None,
                num_codebooks: int | None = None, lengths=None) -> EncodedAudio:
-        """Audio -> codes ``[B, 1, T]``, ``T = ceil(L / hop_length)``.
+        """Audio -> codes ``[B, K, T]``, ``T = ceil(L / hop_length)`` (K = 1 for the published models).
 
         Args:
             audio: ``[L]``, ``[B, L]`` or ``[B, 1, L]`` float tensor or numpy array, or a list of 1-D arrays
                 of different lengths (batched with padding; every item gets the codes of encoding it alone).
             sample_rate: rate of ``audio``; must equal :attr:`sample_rate` when given.
-            bandwidth: kbps; only the model's own (:attr:`WavTokenizerConfig.bandwidth`) or None.
-            num_codebooks: 1 or None.
+            bandwidth: kbps: the model's own (:attr:`WavTokenizerConfig.bandwidth`), a multiple of one
+                codebook's for RVQ models, or None (all codebooks).
+            num_codebooks: the first K codebooks (RVQ models) or None (all).
             lengths: ``[B]`` valid samples per item of a right-padded batch.
         """
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise InvalidAudioError(
                 f"audio at {sample_rate} Hz, but this tokenizer takes {self.sample_rate} Hz: resample it first"
             )
-        self._resolve_codebooks(bandwidth, num_codebooks)
+        k = self._resolve_codebooks(bandwidth, num_codebooks)
         x, lengths = self._prepare_audio(audio, lengths)
         audio_lengths = torch.full((x.shape[0],), x.shape[-1]) if lengths is None else lengths
         if lengths is None:
-            codes = self.quantizer.encode(self.encoder(x))
+            codes = self._quantize(self.encoder(x), k)[0]
             frames = torch.full((x.shape[0],), codes.shape[-1])
         elif self._per_item(x):
-            parts = [self.quantizer.encode(self.encoder(x[i : i + 1, :, :n]))[:, None]
-                     for i, n in enumerate(lengths.tolist())]
+            parts = [self._quantize(self.encoder(x[i : i + 1, :, :n]), k)[0] for i, n in enumerate(lengths.tolist())]
             codes, frames = stack_right_padded(parts)
-            codes = codes[:, 0]
         else:
             z, frames = self.encoder.forward_padded(x, lengths.to(x.device))
-            codes, margin = self.quantizer.codebook.encode_with_margin(z.permute(0, 2, 1))
-            codes = zero_pad_frames(codes[:, None], frames)[:, 0]
+            codes, margin = self._quantize(z, k)
+            codes = zero_pad_frames(codes, frames)
             # latents agree with the items' own up to float summation order (~1e-7): an item with a
             # near-tie frame could get another code there than alone, so it is encoded alone
             near_tie = (margin < TIE_MARGIN) & (torch.arange(codes.shape[-1], device=codes.device) < frames[:, None])
             for i in near_tie.any(dim=1).nonzero().flatten().tolist():
                 n, t = int(lengths[i]), int(frames[i])
-                codes[i, :t] = self.quantizer.encode(self.encoder(x[i : i + 1, :, :n]))[0]
+                codes[i, :, :t] = self._quantize(self.encoder(x[i : i + 1, :, :n]), k)[0][0]
             frames = frames.cpu()
-        return EncodedAudio(codes[:, None].cpu(), frames.long(), audio_lengths.long().cpu(),
+        return EncodedAudio(codes.cpu(), frames.long(), audio_lengths.long().cpu(),
                             self.frame_rate, self.sample_rate)
+
+    def _quantize(self, z: torch.Tensor, num_codebooks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents ``[B, D, T]`` -> codes ``[B, K, T]`` and each frame's smallest relative distance gap over
+        the K stages (see :meth:`~tokenwave.quantization.rvq.EuclideanCodebook.encode_with_margin`)."""
+        if not self.config.residual:
+            codes, margin = self.quantizer.codebook.encode_with_margin(z.permute(0, 2, 1))
+            return codes[:, None], margin
+        residual = z.to(self.quantizer.quantizers[0].project_in.weight.dtype)
+        codes, margin = [], None
+        for stage in self.quantizer.quantizers[:num_codebooks]:
+            c, m = stage.codebook.encode_with_margin(stage.project_in(residual.permute(0, 2, 1)))
+            residual = residual - stage.decode(c)
+            codes.append(c)
+            margin = m if margin is None else torch.minimum(margin, m)
+        return torch.stack(codes, dim=1), margin
 
     @torch.inference_mode()
     def decode(self, codes, lengths=None, *, crop: bool = False, audio_lengths=None,
                bandwidth_id: int | None = None) -> DecodedAudio:
-        """Codes ``[B, 1, T]`` or ``[1, T]`` (or an :class:`EncodedAudio`) -> audio ``[B, 1, hop_length * T]``.
+        """Codes ``[B, K, T]`` or ``[K, T]`` (or an :class:`EncodedAudio`) -> audio ``[B, 1, hop_length * T]``.
+
+        RVQ models decode the first K <= :attr:`num_codebooks` codebooks (a lower bitrate).
 
         Args:
             lengths: ``[B]`` valid frames per item (default: all T); each item equals decoding it alone.
@@ -175,8 +195,8 @@ class WavTokenizer(nn.Module, AudioTokenizer):
             lengths = codes.lengths if lengths is None else lengths
             audio_lengths = codes.audio_lengths if audio_lengths is None else audio_lengths
             codes = codes.codes
-        codes, lengths = prepare_codes(codes, lengths, num_codebooks=1, codebook_size=self.codebook_size,
-                                       device=self.device)
+        codes, lengths = prepare_codes(codes, lengths, num_codebooks=self.num_codebooks,
+                                       codebook_size=self.codebook_size, device=self.device)
         bw = self.config.bandwidth_id if bandwidth_id is None else int(bandwidth_id)
         if self.config.adanorm_num_embeddings and not 0 <= bw < self.config.adanorm_num_embeddings:
             raise ValueError(f"bandwidth_id must lie in [0, {self.config.adanorm_num_embeddings}), got {bw}")
@@ -192,8 +212,9 @@ class WavTokenizer(nn.Module, AudioTokenizer):
         return decoded_audio(audio, out_lengths, self.sample_rate, crop=crop, audio_lengths=audio_lengths)
 
     def _decode(self, codes: torch.Tensor, lengths: torch.Tensor | None, bandwidth_id: int) -> torch.Tensor:
-        """``[B, 1, T]`` codes -> ``[B, 1, T * hop]`` audio (one forward pass)."""
-        features = self.quantizer.decode(codes[:, 0]).to(self.dtype)
+        """``[B, K, T]`` codes -> ``[B, 1, T * hop]`` audio (one forward pass)."""
+        features = (self.quantizer.decode(codes) if self.config.residual else self.quantizer.decode(codes[:, 0]))
+        features = features.to(self.dtype)
         dev_lengths = None if lengths is None else lengths.to(codes.device)
         bw = torch.tensor([bandwidth_id], device=codes.device) if self.config.adanorm_num_embeddings else None
         x = self.backbone(features, bw, lengths=dev_lengths)
@@ -213,8 +234,10 @@ class WavTokenizer(nn.Module, AudioTokenizer):
     def _resolve_codebooks(self, bandwidth, num_codebooks) -> int:
         if bandwidth is not None and num_codebooks is not None:
             raise ValueError("pass bandwidth or num_codebooks, not both")
-        if num_codebooks is not None and num_codebooks != 1:
-            raise ValueError(f"WavTokenizer has one codebook, got num_codebooks={num_codebooks!r}")
+        if num_codebooks is not None:
+            if not 1 <= int(num_codebooks) <= self.num_codebooks:
+                raise ValueError(f"num_codebooks must lie in [1, {self.num_codebooks}], got {num_codebooks!r}")
+            return int(num_codebooks)
         return self.codebooks_for_bandwidth(bandwidth)
 
     def _prepare_audio(self, audio, lengths):

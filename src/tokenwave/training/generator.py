@@ -43,21 +43,36 @@ def _fit(y: torch.Tensor, length: int) -> torch.Tensor:
 
 
 class WavTokenizerForward:
-    def __init__(self, model, quantizer_options: dict, generator: torch.Generator | None = None):
+    def __init__(self, model, quantizer_options: dict, generator: torch.Generator | None = None,
+                 num_quantizers_choices=None):
         self.model = model
         self.generator = generator
-        self.codebook = EMACodebookTrainer(model.quantizer.codebook, generator=generator, **quantizer_options)
+        self.choices = list(num_quantizers_choices) if num_quantizers_choices else None
+        if model.config.residual:  # tokenwave's own RVQ variant
+            self.rvq = RVQTrainer(model.quantizer, generator=generator, **quantizer_options)
+            self.codebook = None
+        else:
+            self.rvq = None
+            self.codebook = EMACodebookTrainer(model.quantizer.codebook, generator=generator, **quantizer_options)
+
+    def _quantize(self, z: torch.Tensor):
+        if self.rvq is None:
+            step = self.codebook.step(z.transpose(1, 2))
+            return step.quantized.transpose(1, 2), step.commit_loss, dict(step.stats)
+        n_q = sample_num_quantizers(self.choices, generator=self.generator) if self.choices else None
+        step = self.rvq.step(z, n_q)
+        stats = dict(step.stats)
+        stats["num_quantizers"] = torch.tensor(float(step.codes.shape[1]))
+        return step.quantized, step.commit_loss, stats
 
     def __call__(self, audio: torch.Tensor) -> GeneratorOutput:
         model = self.model
         rows = model.config.adanorm_num_embeddings
         cond = int(torch.randint(rows, (1,), generator=self.generator)) if rows else None
-        z = model.encoder(audio)
-        step = self.codebook.step(z.transpose(1, 2))
+        quantized, commit_loss, stats = self._quantize(model.encoder(audio))
         bw = None if cond is None else torch.tensor([cond], device=audio.device)
-        x = model.backbone(step.quantized.transpose(1, 2), bw)
-        y = model.head(x)[:, None]
-        return GeneratorOutput(_fit(y, audio.shape[-1]), step.commit_loss, None, cond, dict(step.stats))
+        y = model.head(model.backbone(quantized, bw))[:, None]
+        return GeneratorOutput(_fit(y, audio.shape[-1]), commit_loss, None, cond, stats)
 
 
 class HiggsForward:
@@ -98,7 +113,7 @@ def build_forward(model, family: str, quantizer, generator: torch.Generator | No
     options = dict(decay=quantizer.decay, threshold_dead=quantizer.dead_threshold,
                    kmeans_clusters=quantizer.kmeans_clusters, kmeans_iters=quantizer.kmeans_iters)
     if family == "wavtokenizer":
-        return WavTokenizerForward(model, options, generator)
+        return WavTokenizerForward(model, options, generator, quantizer.num_quantizers_choices)
     if family == "higgs":
         return HiggsForward(model, options, generator, quantizer.num_quantizers_choices)
     raise ValueError(f"unknown codec family {family!r}: 'wavtokenizer' or 'higgs'")

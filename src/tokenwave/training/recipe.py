@@ -43,7 +43,9 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    #: training sources: folders or manifest CSVs
+    #: folder that relative source paths are resolved against (None: the current directory)
+    root: str | None = None
+    #: training sources: folders or manifest CSVs, or mappings ``{path, weight, split, categories}``
     train: list = field(default_factory=list)
     #: validation sources (default: none)
     valid: list = field(default_factory=list)
@@ -53,13 +55,19 @@ class DataSection:
     num_workers: int = 2
     #: "tile" (WavTokenizer) or "pad" for clips shorter than a crop
     short: str = "tile"
+    #: loudness normalisation of each crop: "peak", "lufs" (needs pyloudnorm) or "none"
+    loudness: str = "peak"
     #: peak normalisation to a random level in this dBFS range (train); validation uses its midpoint
     peak_db: list = field(default_factory=lambda: [-6.0, -1.0])
+    #: loudness="lufs": random integrated loudness in this range (LUFS)
+    lufs: list = field(default_factory=lambda: [-23.0, -23.0])
     #: stream files instead of indexing the whole corpus up front
     streaming: bool = False
     #: validation clips and the longest piece of each (seconds)
     valid_clips: int = 8
     valid_seconds: float = 10.0
+    #: validation clips whose reconstructions are written as audio samples (wav + TensorBoard)
+    valid_audio: int = 3
 
 
 @dataclass
@@ -127,7 +135,11 @@ class TrainSection:
     keep_steps: int = 0
     #: metric that selects ``best`` (lower is better)
     best_metric: str = "valid/mel_distance"
+    #: "auto" (CUDA when there is one), "cpu", "cuda", "cuda:1" ...; under torchrun each process takes its
+    #: LOCAL_RANK's CUDA device
     device: str = "auto"
+    #: stop (saving ``latest``, after a last validation) once this much wall time has passed; None: no limit
+    max_minutes: float | None = None
 
 
 @dataclass

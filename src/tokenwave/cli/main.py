@@ -464,5 +464,73 @@ def compare(
     typer.echo(f"{len(merged['codecs'])} codecs side by side in {out / 'tables'}")
 
 
+@app.command(short_help="Train a codec from a YAML recipe (shipped name or file) with key=value overrides.",
+             context_settings={"allow_extra_args": False})
+def train(
+    overrides: Annotated[list[str] | None, typer.Argument(
+        metavar="[KEY=VALUE]...", show_default=False,
+        help="Recipe overrides, values in YAML: train.max_steps=2000 data.root=/data 'optim.betas=[0.8,0.99]'.",
+    )] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", "-c", help="Recipe: a shipped name (see --list) or a YAML file, which may name a 'base'.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        "--run-dir", "-o", help="Where logs, samples and checkpoints go (default: runs/<recipe name>).")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue from a checkpoint tag folder (RUN/checkpoints/latest); overrides apply to "
+        "its recipe.")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="torch device (default: the recipe's train.device, 'auto').")] = None,
+    nproc: Annotated[int, typer.Option(
+        "--nproc", min=1, help="Processes on this machine (torchrun; one per GPU, or gloo on CPU).")] = 1,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the resolved recipe as JSON and exit.")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List the shipped recipes and exit.")] = False,
+) -> None:
+    """Train or fine-tune a codec. Writes metrics.csv, valid.csv, TensorBoard logs, audio samples and
+    checkpoints (latest, best, step tags) under the run folder; `tokenwave info RUN/checkpoints/best/model`
+    describes the result and every tokenwave command loads it with --model."""
+    from ..training.recipe import RecipeError, load_recipe, shipped_recipes
+
+    if list_:
+        for name in shipped_recipes():
+            typer.echo(name)
+        return
+    overrides = list(overrides or [])
+    if (config is None) == (resume is None):
+        raise _error("give --config RECIPE (a new run) or --resume CHECKPOINT (continue one)", 2)
+    try:
+        if resume is not None:
+            from ..training.recipe import Recipe, apply_overrides
+            from ..training.state import read_checkpoint
+
+            recipe = Recipe.from_dict(apply_overrides(read_checkpoint(resume)[2], overrides), str(resume))
+        else:
+            recipe = load_recipe(config, overrides)
+    except (RecipeError, OSError, ValueError) as e:
+        raise _error(str(e), 2) from None
+    if dry_run:
+        typer.echo(recipe.to_json())
+        return
+    if run_dir is None:
+        run_dir = resume.parent.parent if resume is not None else Path("runs") / Path(config).stem
+    if nproc > 1 and "WORLD_SIZE" not in __import__("os").environ:
+        import subprocess
+        import sys
+
+        args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                "-m", "tokenwave.cli.main", "train", "--run-dir", str(run_dir)]
+        args += ["--resume", str(resume)] if resume is not None else ["--config", str(config)]
+        args += ["--device", device] if device else []
+        raise typer.Exit(subprocess.call(args + overrides))
+    from ..training.run import train as train_
+
+    try:
+        latest = train_(None if resume is not None else recipe, run_dir, resume=resume, device=device,
+                        overrides=overrides if resume is not None else ())
+    except (ValueError, FileNotFoundError) as e:
+        raise _error(str(e), 1) from None
+    typer.echo(f"done: {latest}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -229,3 +229,22 @@ def test_train_command(tmp_path, data_root):
     more = runner.invoke(app, ["train", "--resume", str(run / "checkpoints" / "latest"), "train.max_steps=3"])
     assert more.exit_code == 0, more.output
     assert [r["step"] for r in read_csv(run / "metrics.csv")] == ["1", "2", "3"]
+
+
+def test_train_command_with_two_processes(tmp_path, data_root):
+    """``--nproc 2`` runs torchrun with two gloo processes on CPU; rank 0 logs, validates and saves."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(json.dumps(tiny_recipe(data_root, max_steps=2).to_dict()))
+    exe = Path(sys.executable).with_name("tokenwave")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(exe), "train", "-c", str(recipe), "-o", str(tmp_path / "run"), "--nproc", "2"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("done:") == 1
+    assert [row["step"] for row in read_csv(tmp_path / "run" / "metrics.csv")] == ["1", "2"]
+    assert (tmp_path / "run" / "checkpoints" / "best" / "model" / "config.json").is_file()

@@ -529,7 +529,8 @@ def train(
                         overrides=overrides if resume is not None else ())
     except (ValueError, FileNotFoundError) as e:
         raise _error(str(e), 1) from None
-    typer.echo(f"done: {latest}")
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        typer.echo(f"done: {latest}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -414,8 +414,10 @@ class _Loop:
             audio_items = list(range(self.batch))
         text_items = [i for i in range(self.batch) if self.mode[i] == "text" and not self.done[i]]
         if audio_items:
-            idx = torch.tensor(audio_items, device=self.device)
-            state = _take_state(self.state, idx)
+            # every item in audio mode (the usual case): whole tensors instead of gathered / scattered copies
+            whole = len(audio_items) == self.batch
+            idx = slice(None) if whole else torch.tensor(audio_items, device=self.device)
+            state = self.state if whole else _take_state(self.state, idx)
             started = (state.frames == 0).tolist()
             history = self.window[idx] if self.sampling.ras_enabled else None
             history_mask = self.window_mask[idx] if self.sampling.ras_enabled else None
@@ -424,12 +426,15 @@ class _Loop:
                 gens = [gens[i] for i in audio_items]
             step = next_audio_frame(out.audio_logits[idx, 0], state, self.sampling, history=history,
                                     history_mask=history_mask, generator=gens, codebook_size=cfg.codebook_size)
-            self.state = _put_state(self.state, idx, step.state)
+            self.state = step.state if whole else _put_state(self.state, idx, step.state)
             if self.sampling.ras_enabled:
-                self.window[idx] = torch.cat([self.window[idx, :, 1:], step.frame[..., None]], dim=-1)
-                self.window_mask[idx] = torch.cat([self.window_mask[idx, 1:],
-                                                   torch.ones(len(audio_items), 1, dtype=torch.bool,
-                                                              device=self.device)], dim=-1)
+                window = torch.cat([self.window[idx, :, 1:], step.frame[..., None]], dim=-1)
+                window_mask = torch.cat([self.window_mask[idx, 1:], torch.ones(len(audio_items), 1, dtype=torch.bool,
+                                                                                device=self.device)], dim=-1)
+                if whole:
+                    self.window, self.window_mask = window, window_mask
+                else:
+                    self.window[idx], self.window_mask[idx] = window, window_mask
             frames = step.frame.cpu()
             ended = step.ended.tolist()
             redrawn = step.resampled.sum(-1).tolist()

@@ -381,6 +381,11 @@ class HiggsGenModel(nn.Module):
             raise ValueError(f"audio_mask {tuple(audio_mask.shape)} must have the shape of input_ids "
                              f"{tuple(input_ids.shape)}")
         audio_mask = audio_mask.to(device=input_ids.device, dtype=torch.bool)
+        if audio_codes is not None and bool(audio_mask.all()):  # all audio (an audio decode step): no text lookup
+            self._check_codes(audio_codes, input_ids.shape)
+            if bool(((audio_codes < 0) | (audio_codes >= cfg.audio_vocab_size)).any()):
+                raise ValueError(f"audio_codes out of range 0..{cfg.audio_vocab_size - 1} at audio positions")
+            return self.model.embed_audio_tokens(audio_codes).to(self.model.embed_tokens.weight.dtype), audio_mask
         if bool(((input_ids < 0) | (input_ids >= cfg.vocab_size))[~audio_mask].any()):
             raise ValueError(f"input_ids out of range 0..{cfg.vocab_size - 1}")
         x = self.model.embed_tokens(input_ids.clamp(0, cfg.vocab_size - 1))
@@ -460,7 +465,7 @@ class HiggsGenModel(nn.Module):
             x = layer(x, route, step, i)
         cache.lengths += lengths.to(cache.lengths.device)
 
-        if last_only:
+        if last_only and seq > 1:  # with one new position, x is already each sequence's last one
             x = x[torch.arange(batch, device=device), (lengths - 1).clamp(min=0)][:, None]
         h = self.model.norm(x)
         text = self.text_lm_head(h).float() if text_logits and self.text_lm_head is not None else None

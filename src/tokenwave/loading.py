@@ -13,15 +13,32 @@ import torch
 
 from .api import AudioTokenizer, CheckpointError, ModelNotFoundError
 
-DEFAULT_MODEL = "bosonai/higgs-audio-v2-tokenizer"
+#: the model shipped inside the package (trained by us, docs/tokenwave_small.md): works offline
+SHIPPED_MODEL = "tokenwave-small"
+DEFAULT_MODEL = SHIPPED_MODEL
+#: the published Higgs Audio v2 tokenizer (hub id)
+HIGGS_MODEL = "bosonai/higgs-audio-v2-tokenizer"
 MODEL_ENV = "TOKENWAVE_MODEL"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WEIGHT_FILES = ("model.safetensors", "model.pth")
 
 
 def default_model() -> str:
-    """The model used when none is named: ``$TOKENWAVE_MODEL``, else the published Higgs tokenizer."""
+    """The model used when none is named: ``$TOKENWAVE_MODEL``, else the shipped ``tokenwave-small``.
+
+    A model that is named (argument, ``--model`` or the variable) and cannot be found is an error; it is
+    never replaced by the shipped one."""
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+
+
+def shipped_models() -> dict[str, Path]:
+    """Models inside the package: name -> folder (``tokenwave/assets/models/NAME`` with config.json)."""
+    from importlib import resources
+
+    root = Path(str(resources.files("tokenwave") / "assets" / "models"))
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
 
 
 def how_to_get(model_id: str) -> str:
@@ -39,6 +56,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, revision: str | None =
     ``config.json`` and one weight file, safetensors preferred).
     """
     path = Path(name_or_path).expanduser()
+    shipped = shipped_models()
+    if not path.exists() and str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
     if path.exists():
         if not path.is_dir():
             raise CheckpointError(f"{path} is a file; a model is a folder with config.json and model weights")
@@ -123,8 +143,9 @@ def load_tokenizer(
 
     Args:
         name_or_path: a model folder (Higgs in either published layout, or tokenwave's own format), a
-            WavTokenizer Lightning ``.ckpt`` file, a hub id, or a published WavTokenizer name (see
-            :mod:`tokenwave.codecs.wavtokenizer.published`); default :func:`default_model`.
+            WavTokenizer Lightning ``.ckpt`` file, a hub id, a published WavTokenizer name (see
+            :mod:`tokenwave.codecs.wavtokenizer.published`) or a shipped model's name (``"tokenwave-small"``);
+            default :func:`default_model` (``$TOKENWAVE_MODEL``, else the shipped ``tokenwave-small``).
         device: where to put the model (default CPU).
         dtype: parameter dtype (default float32; quantizer distances are always float32).
         alignment: Higgs padding rule, ``"original"`` (default) or ``"transformers"``.

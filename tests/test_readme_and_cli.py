@@ -21,17 +21,27 @@ def _python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_api_example_runs(tiny_checkpoint, monkeypatch):
-    monkeypatch.setenv("TOKENWAVE_MODEL", str(tiny_checkpoint))
+def test_readme_api_example_runs(monkeypatch):
+    """As written: no model named, so the shipped tokenwave-small, offline."""
+    monkeypatch.delenv("TOKENWAVE_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     blocks = _python_blocks(README.read_text())
     assert blocks, "README has no python example"
     scope: dict = {}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(blocks[0], str(README), "exec"), scope)
-    assert tuple(scope["enc"].codes.shape) == (1, 8, 75)
+    assert tuple(scope["enc"].codes.shape) == (1, 3, 225)
     assert scope["dec"].lengths.tolist() == [72_000, 30_000]
-    assert "torch.Size([1, 8, 75]) [75]" in out.getvalue()
+    assert "torch.Size([1, 3, 225]) [225]" in out.getvalue()
+
+
+def test_readme_api_example_with_a_higgs_model(tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("TOKENWAVE_MODEL", str(tiny_checkpoint))
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(_python_blocks(README.read_text())[0], str(README), "exec"), scope)
+    assert tuple(scope["enc"].codes.shape) == (1, 8, 75) and scope["dec"].lengths.tolist() == [72_000, 30_000]
 
 
 def test_readme_long_audio_example_runs(tiny_checkpoint, monkeypatch, tmp_path):
@@ -85,9 +95,20 @@ def test_demo_uses_env_model(tiny_checkpoint, tmp_path):
     assert str(tiny_checkpoint) in r.stdout
 
 
-def test_demo_offline_without_weights_says_how_to_get_them(tmp_path):
+def test_main_job_runs_offline_with_the_shipped_model(tmp_path):
+    """The README's main job with no model named: the shipped tokenwave-small, no network, no cache."""
     r = _cli(["demo", "-o", str(tmp_path / "out")], {}, tmp_path)
-    assert r.returncode == 2
+    assert r.returncode == 0, r.stderr
+    assert "tokenwave-small" in r.stdout and "3 codebooks x 323 frames = 2.25 kbps" in r.stdout
+    import soundfile as sf
+
+    audio, rate = sf.read(tmp_path / "out" / "example_speech_en.decoded.wav")
+    assert rate == 24_000 and audio.shape == (103_200,)
+
+
+def test_named_model_offline_without_weights_says_how_to_get_them(tmp_path):
+    r = _cli(["demo", "-m", "bosonai/higgs-audio-v2-tokenizer", "-o", str(tmp_path / "out")], {}, tmp_path)
+    assert r.returncode == 2  # a named model is never replaced by the shipped one
     assert "bosonai/higgs-audio-v2-tokenizer" in r.stderr
     assert "hf download" in r.stderr and "TOKENWAVE_MODEL" in r.stderr
     assert not (tmp_path / "out").exists()  # no output from random weights

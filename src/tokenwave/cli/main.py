@@ -18,8 +18,8 @@ app = typer.Typer(help="tokenwave: audio <-> discrete tokens.", no_args_is_help=
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Model folder or hub id (default: $TOKENWAVE_MODEL, else the published "
-                 "bosonai/higgs-audio-v2-tokenizer)."),
+    typer.Option("--model", "-m", help="Model folder, hub id (e.g. bosonai/higgs-audio-v2-tokenizer) or shipped "
+                 "model name (default: $TOKENWAVE_MODEL, else the shipped tokenwave-small, which works offline)."),
 ]
 
 
@@ -531,6 +531,12 @@ def train(
         raise _error(str(e), 1) from None
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         typer.echo(f"done: {latest}")
+
+
+from .tts import SHORT_HELP as _TTS_HELP  # noqa: E402  (a torch-free module, like this one)
+from .tts import tts as _tts  # noqa: E402
+
+app.command("tts", short_help=_TTS_HELP)(_tts)
 
 
 if __name__ == "__main__":  # pragma: no cover

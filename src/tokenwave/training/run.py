@@ -168,8 +168,11 @@ class _TrainData:
         from .data import collate
 
         d = self.recipe.data
+        first = True
         while True:
-            self.dataset.set_epoch(self.epoch)
+            if not (first and d.streaming):  # a streaming dataset already stands at its (loaded) position
+                self.dataset.set_epoch(self.epoch)
+            first = False
             # the loader's own generator: creating an iterator draws a worker seed, which must not come from
             # (and shift) the global RNG that training uses, or a resumed run would diverge
             common = dict(batch_size=self.batch, num_workers=d.num_workers, collate_fn=collate, drop_last=True,

@@ -42,14 +42,30 @@ def _fit(y: torch.Tensor, length: int) -> torch.Tensor:
     return y[..., :length] if y.shape[-1] >= length else F.pad(y, (0, length - y.shape[-1]))
 
 
+class _SampledRVQ:
+    """An :class:`RVQTrainer` whose active codebook count is drawn per step from ``choices`` (None: all);
+    ``z [B, D, T]`` -> ``(quantized [B, D, T], commitment loss, stats with "num_quantizers")``."""
+
+    def __init__(self, rvq, quantizer_options: dict, generator: torch.Generator | None, choices):
+        self.trainer = RVQTrainer(rvq, generator=generator, **quantizer_options)
+        self.generator = generator
+        self.choices = list(choices) if choices else None
+
+    def __call__(self, z: torch.Tensor):
+        n_q = sample_num_quantizers(self.choices, generator=self.generator) if self.choices else None
+        step = self.trainer.step(z, n_q)
+        stats = dict(step.stats)
+        stats["num_quantizers"] = torch.tensor(float(step.codes.shape[1]))
+        return step.quantized, step.commit_loss, stats
+
+
 class WavTokenizerForward:
     def __init__(self, model, quantizer_options: dict, generator: torch.Generator | None = None,
                  num_quantizers_choices=None):
         self.model = model
         self.generator = generator
-        self.choices = list(num_quantizers_choices) if num_quantizers_choices else None
         if model.config.residual:  # tokenwave's own RVQ variant
-            self.rvq = RVQTrainer(model.quantizer, generator=generator, **quantizer_options)
+            self.rvq = _SampledRVQ(model.quantizer, quantizer_options, generator, num_quantizers_choices)
             self.codebook = None
         else:
             self.rvq = None
@@ -59,11 +75,7 @@ class WavTokenizerForward:
         if self.rvq is None:
             step = self.codebook.step(z.transpose(1, 2))
             return step.quantized.transpose(1, 2), step.commit_loss, dict(step.stats)
-        n_q = sample_num_quantizers(self.choices, generator=self.generator) if self.choices else None
-        step = self.rvq.step(z, n_q)
-        stats = dict(step.stats)
-        stats["num_quantizers"] = torch.tensor(float(step.codes.shape[1]))
-        return step.quantized, step.commit_loss, stats
+        return self.rvq(z)
 
     def __call__(self, audio: torch.Tensor) -> GeneratorOutput:
         model = self.model
@@ -79,9 +91,7 @@ class HiggsForward:
     def __init__(self, model, quantizer_options: dict, generator: torch.Generator | None = None,
                  num_quantizers_choices=None):
         self.model = model
-        self.generator = generator
-        self.choices = list(num_quantizers_choices) if num_quantizers_choices else None
-        self.rvq = RVQTrainer(model.quantizer, generator=generator, **quantizer_options)
+        self.rvq = _SampledRVQ(model.quantizer, quantizer_options, generator, num_quantizers_choices)
 
     def __call__(self, audio: torch.Tensor) -> GeneratorOutput:
         model = self.model
@@ -97,15 +107,12 @@ class HiggsForward:
         target = target[..., :frames]
         e = torch.cat([e_ac[..., :frames], e_sem[..., :frames]], dim=1)
         e = model.fc(e.transpose(1, 2)).transpose(1, 2)
-        n_q = sample_num_quantizers(self.choices, generator=self.generator) if self.choices else None
-        step = self.rvq.step(e, n_q)
-        q = step.quantized.transpose(1, 2)
+        quantized, commit_loss, stats = self.rvq(e)
+        q = quantized.transpose(1, 2)
         y, _ = model.acoustic_decoder(model.fc2(q).transpose(1, 2), None)
         recon = model.decoder_semantic(model.fc1(q).transpose(1, 2))
         semantic = F.mse_loss(recon, target)
-        stats = dict(step.stats)
-        stats["num_quantizers"] = torch.tensor(float(step.codes.shape[1]))
-        return GeneratorOutput(_fit(y, audio.shape[-1]), step.commit_loss, semantic, None, stats)
+        return GeneratorOutput(_fit(y, audio.shape[-1]), commit_loss, semantic, None, stats)
 
 
 def build_forward(model, family: str, quantizer, generator: torch.Generator | None = None):

@@ -166,7 +166,7 @@ def load_tokenizer(
     if config is not None:
         raise ValueError("config= applies to WavTokenizer .ckpt files only; a model folder carries its config.json")
     folder = resolve_model_dir(name, revision=revision)
-    data = _read_json(folder / "config.json")
+    data = read_config_json(folder)
     model_type = data.get("model_type")
     from .codecs.higgs.config import MODEL_TYPE, is_original_dict
     from .codecs.wavtokenizer.config import MODEL_TYPE as WAVTOKENIZER
@@ -220,13 +220,18 @@ def _load_wavtokenizer_checkpoint(name: str, config, batching: str, revision: st
     return load_lightning(fetch(repo, filename, revision=revision), config or preset, batching=batching)
 
 
-def _read_json(path: Path) -> dict:
+def read_config_json(folder: Path) -> dict:
+    """``folder/config.json`` as a dict; :class:`CheckpointError` naming the problem when it is missing,
+    unreadable, not JSON or not an object (every model family's loader reads its config through this)."""
+    path = Path(folder) / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"{path.parent} has no config.json")
+        raise CheckpointError(f"{folder} has no config.json")
     try:
         data = json.loads(path.read_text())
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
+        raise CheckpointError(f"{path} does not hold a JSON object")
     return data

@@ -187,15 +187,10 @@ def read_config(folder: Path) -> tuple[HiggsGenConfig, str, dict[str, Path]]:
     Raises:
         CheckpointError: no or invalid ``config.json``, another model type, unknown fields, no weights.
     """
+    from ..loading import read_config_json
+
     path = folder / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{folder} has no config.json")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object")
+    data = read_config_json(folder)
     try:
         fmt = config_format(data)
         files = weight_files(folder)

@@ -174,15 +174,10 @@ def _read_config(folder: Path) -> tuple[HiggsConfig, dict]:
         raise CheckpointError(f"model folder {folder} does not exist")
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; a model is a folder with config.json and model weights")
+    from ...loading import read_config_json
+
     path = folder / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{folder} is not a model folder: it has no config.json")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object")
+    data = read_config_json(folder)
     model_type = data.get("model_type")
     if not (model_type == MODEL_TYPE or (model_type is None and is_original_dict(data))):
         raise CheckpointError(

@@ -167,3 +167,29 @@ def decoded_audio(audio: torch.Tensor, out_lengths: torch.Tensor, sample_rate: i
     if bool((out_lengths < audio.shape[-1]).any()):
         audio = zero_pad_frames(audio, out_lengths.to(audio.device))
     return DecodedAudio(audio, out_lengths.long(), sample_rate)
+
+
+class ConfigGeometry:
+    """The tokenizer contract's geometry read from ``self.config``, whose ``sample_rate``, ``frame_rate``,
+    ``hop_length``, ``num_quantizers`` and ``codebook_size`` fields both codec families' configs have. Put it
+    before :class:`~tokenwave.api.AudioTokenizer` in the bases."""
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_quantizers
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size

@@ -38,6 +38,7 @@ from ...nn.hubert import HubertModel
 from ...nn.lengths import zero_pad_frames
 from ...quantization.rvq import ResidualVectorQuantizer
 from ..common import (
+    ConfigGeometry,
     check_batching,
     decoded_audio,
     prepare_audio,
@@ -53,7 +54,7 @@ MIN_SAMPLES = 120
 _HUBERT_PAD = 160  # both references pad the 16 kHz HuBERT input by a constant 160 on each side
 
 
-class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
+class HiggsAudioTokenizer(nn.Module, ConfigGeometry, AudioTokenizer):
     """Higgs Audio v2 tokenizer.
 
     Args:
@@ -97,27 +98,8 @@ class HiggsAudioTokenizer(nn.Module, AudioTokenizer):
         self.semantic_model.requires_grad_(False)
         self.eval()
 
-    # ---- the tokenizer contract ----------------------------------------------------------------
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def frame_rate(self) -> int:
-        return self.config.frame_rate
-
-    @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def num_codebooks(self) -> int:
-        return self.config.num_quantizers
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
-
+    # ---- the tokenizer contract (sample_rate, frame_rate, hop_length, num_codebooks, codebook_size:
+    # ConfigGeometry) --------------------------------------------------------------------------------
     def config_dict(self) -> dict:
         return self.config.identity_dict()
 

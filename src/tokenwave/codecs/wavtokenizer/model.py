@@ -26,6 +26,7 @@ from ...nn.seanet import SEANetEncoder
 from ...nn.vocos import ISTFTHead, VocosBackbone
 from ...quantization.rvq import CodebookQuantizer, ResidualVectorQuantizer
 from ..common import (
+    ConfigGeometry,
     check_batching,
     decoded_audio,
     prepare_audio,
@@ -41,7 +42,7 @@ MIN_SAMPLES = 1
 TIE_MARGIN = 1e-4
 
 
-class WavTokenizer(nn.Module, AudioTokenizer):
+class WavTokenizer(nn.Module, ConfigGeometry, AudioTokenizer):
     """WavTokenizer codec.
 
     Args:
@@ -83,27 +84,8 @@ class WavTokenizer(nn.Module, AudioTokenizer):
         self.head = ISTFTHead(config.backbone_dim, config.n_fft, config.hop_length, padding="same")
         self.eval()
 
-    # ---- the tokenizer contract ----------------------------------------------------------------
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def frame_rate(self) -> float:
-        return self.config.frame_rate
-
-    @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def num_codebooks(self) -> int:
-        return self.config.num_quantizers
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
-
+    # ---- the tokenizer contract (sample_rate, frame_rate, hop_length, num_codebooks, codebook_size:
+    # ConfigGeometry) --------------------------------------------------------------------------------
     def config_dict(self) -> dict:
         return self.config.to_dict()
 

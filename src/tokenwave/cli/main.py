@@ -13,6 +13,9 @@ from typing import Annotated
 
 import typer
 
+from .common import DType, WavFormat
+from .common import error as _error
+
 app = typer.Typer(help="tokenwave: audio <-> discrete tokens.", no_args_is_help=True, add_completion=False,
                   rich_markup_mode=None)
 
@@ -21,17 +24,6 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="Model folder, hub id (e.g. bosonai/higgs-audio-v2-tokenizer) or shipped "
                  "model name (default: $TOKENWAVE_MODEL, else the shipped tokenwave-small, which works offline)."),
 ]
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class WavFormat(str, Enum):
-    float = "float"
-    pcm16 = "pcm16"
 
 
 class CheckpointFormat(str, Enum):
@@ -78,11 +70,6 @@ def demo(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def _error(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
 
 def _load_tokenizer(model: str | None, device: str, dtype: DType):
     """The tokenizer, or exit: 2 when the model cannot be found or the device is unusable, 1 when its

@@ -21,6 +21,10 @@ from typing import Annotated
 
 import typer
 
+from .common import DType as _DType
+from .common import WavFormat as _WavFormat
+from .common import error as _error
+
 __all__ = ["tts", "DEFAULT_MODEL", "DEFAULT_AUDIO_TOKENIZER", "DEFAULT_SCENE", "SHORT_HELP"]
 
 #: The published generation model (hub id; :data:`tokenwave.tts.config.PUBLISHED_REPO`).
@@ -35,17 +39,6 @@ SHORT_HELP = "Speak a text or a multi-speaker script with Higgs Audio v2 (text t
 _DEFAULT_MAX_CONTEXT = 8192  # tokenwave.tts.engine.DEFAULT_MAX_CONTEXT
 
 
-class _DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class _WavFormat(str, Enum):
-    float = "float"
-    pcm16 = "pcm16"
-
-
 class _Chunking(str, Enum):
     none = "none"
     word = "word"
@@ -55,11 +48,6 @@ class _Chunking(str, Enum):
 class _PromptFormat(str, Enum):
     original = "original"
     transformers = "transformers"
-
-
-def _error(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _speaker_map(values: list[str] | None, option: str) -> dict[int, str]:

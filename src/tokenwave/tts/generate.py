@@ -64,7 +64,7 @@ import torch
 from ..api import AudioTokenizer
 from ..streaming import DEFAULT_DECODE_CONTEXT_FRAMES, StreamingDecoder
 from .delay import DelayReverter, build_delay_pattern, generated_codes
-from .model import CacheOverflowError, HiggsGenModel
+from .model import CacheOverflowError, HiggsGenModel, HiggsGenOutput
 from .prompt import (
     DEFAULT_SCENE,
     SPECIAL_TOKENS,
@@ -78,7 +78,13 @@ from .prompt import (
     render_original,
     render_transformers,
 )
-from .sampling import AudioStreamState, SamplingConfig, make_generator, next_audio_frame, process_logits
+from .sampling import (
+    AudioStreamState,
+    SamplingConfig,
+    make_generator,
+    next_audio_frame_unchecked,
+    process_logits,
+)
 from .text import TextTokenizer, chunk_transcript
 
 __all__ = [
@@ -386,6 +392,17 @@ class _Loop:
     @torch.no_grad()
     def _forward(self, feed: list[tuple[int, int | torch.Tensor]]):
         cfg, b = self.cfg, self.batch
+        dev = self.device
+        if all(isinstance(value, torch.Tensor) for _, value in feed):  # only frames: the model's lean audio step
+            if len(feed) == b and self._step_frames is not None:  # every item, in order: this step's frames as is
+                frames, active = self._step_frames, None
+            else:
+                frames = torch.zeros(b, cfg.num_codebooks, dtype=torch.long)
+                active = [False] * b
+                for i, value in feed:
+                    frames[i], active[i] = value, True
+                frames = frames.to(dev)
+            return HiggsGenOutput(None, self.model.decode_audio(frames, self.cache, active=active)[:, None])
         ids = torch.zeros(b, 1, dtype=torch.long)
         codes = torch.zeros(b, 1, cfg.num_codebooks, dtype=torch.long)
         mask = torch.zeros(b, 1, dtype=torch.bool)
@@ -396,9 +413,8 @@ class _Loop:
                 ids[i, 0], codes[i, 0], mask[i, 0] = cfg.audio_out_token_id, value, True
             else:
                 ids[i, 0] = value
-        dev = self.device
         modes = {self.mode[i] for i, _ in feed}
-        return self.model(ids.to(dev), codes.to(dev), mask.to(dev), cache=self.cache, lengths=lengths.to(dev),
+        return self.model(ids.to(dev), codes.to(dev), mask.to(dev), cache=self.cache, lengths=lengths,
                           last_only=True, text_logits="text" in modes, audio_logits="audio" in modes)
 
     @torch.no_grad()
@@ -407,6 +423,7 @@ class _Loop:
         at the next step (``(item, frame or token)``)."""
         cfg = self.cfg
         emits: list[_Emit] = []
+        self._step_frames = None
         feed: list[tuple[int, int | torch.Tensor]] = []
         if self.original:
             audio_items = [i for i in range(self.batch) if self.mode[i] == "audio" and not self.done[i]]
@@ -418,14 +435,16 @@ class _Loop:
             whole = len(audio_items) == self.batch
             idx = slice(None) if whole else torch.tensor(audio_items, device=self.device)
             state = self.state if whole else _take_state(self.state, idx)
-            started = (state.frames == 0).tolist()
+            # the next frame starts a span where the item's current span is still empty (state.frames == 0)
+            started = [not self.spans[i] or not self.spans[i][-1] for i in audio_items]
             history = self.window[idx] if self.sampling.ras_enabled else None
             history_mask = self.window_mask[idx] if self.sampling.ras_enabled else None
             gens = self.generators
             if gens is not None and not isinstance(gens, torch.Generator):
                 gens = [gens[i] for i in audio_items]
-            step = next_audio_frame(out.audio_logits[idx, 0], state, self.sampling, history=history,
-                                    history_mask=history_mask, generator=gens, codebook_size=cfg.codebook_size)
+            step = next_audio_frame_unchecked(out.audio_logits[idx, 0], state, self.sampling, history=history,
+                                              history_mask=history_mask, generator=gens,
+                                              codebook_size=cfg.codebook_size)
             self.state = step.state if whole else _put_state(self.state, idx, step.state)
             if self.sampling.ras_enabled:
                 window = torch.cat([self.window[idx, :, 1:], step.frame[..., None]], dim=-1)
@@ -435,9 +454,10 @@ class _Loop:
                     self.window, self.window_mask = window, window_mask
                 else:
                     self.window[idx], self.window_mask[idx] = window, window_mask
-            frames = step.frame.cpu()
+            self._step_frames = step.frame if whole else None
+            frames = step.frame.cpu().unbind(0)
             ended = step.ended.tolist()
-            redrawn = step.resampled.sum(-1).tolist()
+            redrawn = step.resampled.sum(-1).tolist() if self.sampling.ras_enabled else [0] * len(audio_items)
             for j, i in enumerate(audio_items):
                 frame = frames[j]
                 if self.done[i]:  # [T]: a finished item keeps being fed its all-EOS frames

@@ -40,6 +40,31 @@ class CacheOverflowError(ValueError):
     """A prompt or decoding step that does not fit in the preallocated KV cache."""
 
 
+_SCALARS: dict[float, torch.Tensor] = {}
+
+
+def _scalar(value: float) -> torch.Tensor:
+    """A 0-dim float32 CPU tensor of ``value``, made once: an operand that costs less per call than a Python
+    number (which is wrapped into a tensor at every call) and gives the same float32 result."""
+    t = _SCALARS.get(value)
+    if t is None:
+        t = _SCALARS[value] = torch.tensor(value, dtype=torch.float32)
+    return t
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """:class:`RMSNorm`'s computation as a function (the decoder calls it with the module's weight, which saves
+    the module-call overhead that dominates a small decode step). On the CPU ``mean`` is written as its kernel
+    computes it there (sum, then divide by the count): the same bits with fewer dispatches."""
+    x32 = x.float()
+    sq = x32.pow(2)
+    if x.device.type == "cpu":
+        ms = sq.sum(-1, keepdim=True).div_(_scalar(float(x.shape[-1])))
+    else:
+        ms = sq.mean(-1, keepdim=True)
+    return weight * (x32 * ms.add_(_scalar(eps)).rsqrt_()).to(x.dtype)
+
+
 class RMSNorm(nn.Module):
     """``w * x / sqrt(mean(x^2) + eps)``: the normalisation in float32, cast back to the input dtype before the
     weight multiply ([T] ``HiggsAudioV2RMSNorm`` and [O]'s Llama RMSNorm do the same)."""
@@ -50,12 +75,18 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
+
+
+def _weights(module: nn.Module, *names: str) -> list[torch.Tensor]:
+    """The ``weight`` parameters of ``module``'s children ``names``, read from the module's dicts: what attribute
+    access returns, without ``nn.Module.__getattr__``'s fallback, whose cost adds up over the ~50 reads of a small
+    decode step."""
+    children = module._modules
+    return [children[name]._parameters["weight"] for name in names]
 
 
 class MLP(nn.Module):
@@ -68,7 +99,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up, down = _weights(self, "gate_proj", "up_proj", "down_proj")
+        return F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -85,15 +117,31 @@ def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.d
     return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
 
 
+def rope_tables(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
+    """``cos`` and the *signed* sine ``[-sin, sin]`` ``[B, 1, S, D]`` for :func:`apply_rope`: the values of
+    :func:`rope_cos_sin` (the sine's first half negated, which is exact)."""
+    freqs = positions[..., None].float() * inv_freq
+    sin = freqs.sin()
+    return torch.cat((freqs, freqs), dim=-1).cos().to(dtype)[:, None], torch.cat((-sin, sin), -1).to(dtype)[:, None]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin``, bit for bit, with fewer operations: ``rotate_half(x) * sin`` equals
+    ``roll(x, D/2) * [-sin, sin]`` because negation is exact."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
+
+
 class KVCache:
     """Preallocated keys and values of every layer for a batch of sequences.
 
     Attributes:
         k, v: ``[B, L, Hkv, max_len, D]`` buffers (zeros at creation).
-        lengths: ``[B]`` int64, positions already stored per sequence (cache slots ``0 .. lengths[b] - 1``).
+        lengths: ``[B]`` int64 tensor on the cache's device, positions already stored per sequence (cache slots
+            ``0 .. lengths[b] - 1``); :attr:`host_lengths` is the same as a Python list (kept by the cache, so a
+            decode step needs no device round trip to know where to write).
 
     Sequence ``b``'s position ``p`` lives in slot ``p`` (right padding; see the module docstring). The model
-    writes the new positions of every layer during a forward and advances ``lengths`` once at its end.
+    writes the new positions of every layer during a forward and then calls :meth:`advance` once.
     """
 
     def __init__(self, config: HiggsGenConfig, batch_size: int, max_len: int, *,
@@ -103,7 +151,9 @@ class KVCache:
         shape = (batch_size, config.num_hidden_layers, config.num_key_value_heads, max_len, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        # per-layer views [B, Hkv, max_len, D], made once
+        self._k_layers, self._v_layers = self.k.unbind(1), self.v.unbind(1)
+        self.host_lengths: list[int] = [0] * batch_size
 
     @classmethod
     def for_model(cls, model: HiggsGenModel, batch_size: int, max_len: int) -> KVCache:
@@ -119,63 +169,78 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.shape[3]
 
+    @property
+    def device(self) -> torch.device:
+        return self.k.device
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return torch.tensor(self.host_lengths, dtype=torch.long, device=self.k.device)
+
     def reset(self) -> None:
         """Forget every sequence (the buffers are reused as they are)."""
-        self.lengths.zero_()
+        self.host_lengths = [0] * self.batch_size
 
-    def check_room(self, num_new: torch.Tensor) -> None:
+    def advance(self, num_new: list[int]) -> None:
+        """Count ``num_new[b]`` more stored positions for each sequence (after they were written)."""
+        self.host_lengths = [n + m for n, m in zip(self.host_lengths, num_new)]
+
+    def check_room(self, num_new: list[int]) -> None:
         """Raise :class:`CacheOverflowError` unless ``lengths + num_new <= max_len`` for every sequence."""
-        total = self.lengths + num_new.to(self.lengths.device)
-        if bool((total > self.max_len).any()):
-            b = int(torch.argmax(total))
-            raise CacheOverflowError(
-                f"sequence {b} needs {int(total[b])} positions ({int(self.lengths[b])} cached + {int(num_new[b])} "
-                f"new) but the KV cache holds {self.max_len}; allocate a larger KVCache")
+        for b, (n, m) in enumerate(zip(self.host_lengths, num_new)):
+            if n + m > self.max_len:
+                raise CacheOverflowError(
+                    f"sequence {b} needs {n + m} positions ({n} cached + {m} new) but the KV cache holds "
+                    f"{self.max_len}; allocate a larger KVCache")
 
-    def plan(self, num_new: torch.Tensor, seq: int) -> _WritePlan:
+    def plan(self, num_new: list[int], seq: int) -> _WritePlan:
         """Where the ``seq`` new positions of a call go (once per forward; used by :meth:`write` for every layer):
         new position ``s < num_new[b]`` of sequence ``b`` -> slot ``lengths[b] + s``; padding is not stored."""
-        return _WritePlan(self.lengths, num_new.to(self.lengths.device), seq)
+        return _WritePlan(self.host_lengths, num_new, seq, self.k.device)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, plan: _WritePlan) -> None:
         """Store new keys / values ``[B, Hkv, S, D]`` of ``layer`` where ``plan`` says."""
+        k_layer, v_layer = self._k_layers[layer], self._v_layers[layer]
         if plan.start is not None:  # every sequence writes all S positions from the same slot: one slice
-            self.k[:, layer, :, plan.start:plan.start + k.shape[2]] = k
-            self.v[:, layer, :, plan.start:plan.start + v.shape[2]] = v
+            k_layer[:, :, plan.start:plan.start + k.shape[2]] = k
+            v_layer[:, :, plan.start:plan.start + v.shape[2]] = v
             return
         b_idx, s_idx, slots = plan.index
-        self.k[:, layer][b_idx, :, slots] = k.transpose(1, 2)[b_idx, s_idx].to(self.k.dtype)
-        self.v[:, layer][b_idx, :, slots] = v.transpose(1, 2)[b_idx, s_idx].to(self.v.dtype)
+        # [B, T, Hkv, D] views of the layer, indexed by (sequence, slot) <- the new rows [n, Hkv, D]
+        k_layer.transpose(1, 2).index_put_((b_idx, slots), k.transpose(1, 2)[b_idx, s_idx].to(self.k.dtype))
+        v_layer.transpose(1, 2).index_put_((b_idx, slots), v.transpose(1, 2)[b_idx, s_idx].to(self.v.dtype))
 
     def read(self, layer: int, upto: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values ``[B, Hkv, upto, D]`` of slots ``0 .. upto - 1`` of ``layer`` (views)."""
-        return self.k[:, layer, :, :upto], self.v[:, layer, :, :upto]
+        return self._k_layers[layer][:, :, :upto], self._v_layers[layer][:, :, :upto]
 
 
 class _WritePlan:
-    """Cache slots of one call's new positions: ``start`` (all sequences aligned and unpadded: slots
-    ``start .. start + S - 1``) or ``index`` = ``(b, s, slot)`` 1-D tensors of the valid positions."""
+    """Cache slots of one call's new positions, from the host-side lengths (no device round trip): ``start``
+    (all sequences aligned and unpadded: slots ``start .. start + S - 1``) or ``index`` = ``(b, s, slot)`` 1-D
+    tensors of the valid positions."""
 
-    def __init__(self, cache_lengths: torch.Tensor, num_new: torch.Tensor, seq: int) -> None:
+    def __init__(self, cache_lengths: list[int], num_new: list[int], seq: int, device: torch.device) -> None:
         self.start: int | None = None
         self.index: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        if bool((num_new == seq).all()) and bool((cache_lengths == cache_lengths[0]).all()):
-            self.start = int(cache_lengths[0])
+        if all(m == seq for m in num_new) and all(n == cache_lengths[0] for n in cache_lengths):
+            self.start = cache_lengths[0]
         else:
-            valid = torch.arange(seq, device=num_new.device)[None, :] < num_new[:, None]
-            b_idx, s_idx = valid.nonzero(as_tuple=True)
-            self.index = (b_idx, s_idx, cache_lengths[b_idx] + s_idx)
+            rows = [(b, s, n + s) for b, (n, m) in enumerate(zip(cache_lengths, num_new)) for s in range(m)]
+            index = torch.tensor(rows, dtype=torch.long).reshape(-1, 3).T.to(device)
+            self.index = (index[0], index[1], index[2])
 
 
 class _Step(NamedTuple):
-    """What every layer of one forward shares: the cache, where to write in it, RoPE tables ``[B, 1, S, D]``,
-    the attention mask ``[B, 1, S, upto]`` (True = may attend) over cache slots ``0 .. upto - 1``."""
+    """What every layer of one forward shares: the cache, where to write in it, RoPE tables ``[B, 1, S, D]``
+    (cosine and signed sine, :func:`rope_tables`), the attention mask ``[B, 1, S, upto]`` (True = may attend;
+    None: every query may read every slot ``0 .. upto - 1``) over cache slots ``0 .. upto - 1``."""
 
     cache: KVCache
     plan: _WritePlan
     cos: torch.Tensor
     sin: torch.Tensor
-    mask: torch.Tensor
+    mask: torch.Tensor | None
     upto: int
 
 
@@ -191,6 +256,7 @@ class Attention(nn.Module):
         super().__init__()
         h, d = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
+        self.gqa = self.num_heads != self.num_kv_heads
         self.q_proj = nn.Linear(h, self.num_heads * d, bias=False)
         self.k_proj = nn.Linear(h, self.num_kv_heads * d, bias=False)
         self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=False)
@@ -199,16 +265,18 @@ class Attention(nn.Module):
     def forward(self, a: torch.Tensor, step: _Step, layer: int) -> torch.Tensor:
         """``a`` ``[B, S, H]`` -> ``[B, S, H]``; keys/values of ``layer`` are appended to ``step.cache``."""
         b, s, _ = a.shape
-        q = self.q_proj(a).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(a).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(a).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q = q * step.cos + rotate_half(q) * step.sin
-        k = k * step.cos + rotate_half(k) * step.sin
+        # F.linear with the modules' weights: a module call costs more than the matmul of a small decode step
+        w_q, w_k, w_v, w_o = _weights(self, "q_proj", "k_proj", "v_proj", "o_proj")
+        q = F.linear(a, w_q).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        k = F.linear(a, w_k).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = F.linear(a, w_v).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, step.cos, step.sin), apply_rope(k, step.cos, step.sin)
         step.cache.write(layer, k, v, step.plan)
         keys, values = step.cache.read(layer, step.upto)
-        out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=step.mask,
-                                             enable_gqa=self.num_heads != self.num_kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
+        if keys.dtype != q.dtype:  # a cache in another dtype than the model's
+            keys, values = keys.to(q.dtype), values.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=step.mask, enable_gqa=self.gqa)
+        return F.linear(out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim), w_o)
 
 
 class DualFFNDecoderLayer(nn.Module):
@@ -230,11 +298,24 @@ class DualFFNDecoderLayer(nn.Module):
         self.audio_mlp = MLP(h, config.intermediate_size)
         self.audio_input_layernorm = RMSNorm(h, eps)
         self.audio_post_attention_layernorm = RMSNorm(h, eps)
+        self.eps = eps
 
     def forward(self, x: torch.Tensor, route: _Route, step: _Step, layer: int) -> torch.Tensor:
-        x = x + self.self_attn(route.apply(x, self.input_layernorm, self.audio_input_layernorm), step, layer)
-        return x + route.apply(x, lambda t: self.mlp(self.post_attention_layernorm(t)),
-                               lambda t: self.audio_mlp(self.audio_post_attention_layernorm(t)))
+        if route.kind == "mixed":
+            x = x + self.self_attn.forward(route.apply(x, self.input_layernorm, self.audio_input_layernorm), step,
+                                           layer)
+            return x + route.apply(x, lambda t: self.mlp(self.post_attention_layernorm(t)),
+                                   lambda t: self.audio_mlp(self.audio_post_attention_layernorm(t)))
+        # one branch for every position (a decode step, a text-only prompt): plain calls, no routing
+        children = self._modules
+        if route.kind == "audio":
+            w_in, w_post = _weights(self, "audio_input_layernorm", "audio_post_attention_layernorm")
+            mlp = children["audio_mlp"]
+        else:
+            w_in, w_post = _weights(self, "input_layernorm", "post_attention_layernorm")
+            mlp = children["mlp"]
+        x = x + children["self_attn"].forward(rms_norm(x, w_in, self.eps), step, layer)
+        return x + mlp.forward(rms_norm(x, w_post, self.eps))
 
 
 class _Route:
@@ -244,7 +325,10 @@ class _Route:
     each function only on its own rows (no wasted MLP work; one branch only when the call is all text / all
     audio, e.g. an audio decode step)."""
 
-    def __init__(self, audio_mask: torch.Tensor) -> None:
+    def __init__(self, audio_mask: torch.Tensor | None) -> None:
+        if audio_mask is None:  # every position is audio (an audio decode step)
+            self.kind = "audio"
+            return
         flat = audio_mask.reshape(-1)
         n_audio = int(flat.sum())
         self.kind = "text" if n_audio == 0 else "audio" if n_audio == flat.numel() else "mixed"
@@ -264,6 +348,9 @@ class _Route:
         return out.view_as(x)
 
 
+_ALL_AUDIO = _Route(None)
+
+
 class AudioEmbedding(nn.Module):
     """Summed codebook embedding (spec 3.1): frame ``c [..., K]`` -> ``sum_k A[k * V_a + c_k]`` ``[..., H]``.
 
@@ -275,10 +362,14 @@ class AudioEmbedding(nn.Module):
         super().__init__()
         self.num_codebooks, self.audio_vocab_size = num_codebooks, audio_vocab_size
         self.embed_audio_tokens = nn.Embedding(num_codebooks * audio_vocab_size, hidden_size)
+        self._offsets: dict[torch.device, torch.Tensor] = {}
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        offsets = torch.arange(self.num_codebooks, device=codes.device) * self.audio_vocab_size
-        return self.embed_audio_tokens(codes + offsets).sum(dim=-2)
+        offsets = self._offsets.get(codes.device)
+        if offsets is None:
+            offsets = self._offsets[codes.device] = (torch.arange(self.num_codebooks, device=codes.device)
+                                                     * self.audio_vocab_size)
+        return F.embedding(codes + offsets, self.embed_audio_tokens.weight).sum(dim=-2)
 
 
 class HiggsGenBackbone(nn.Module):
@@ -447,27 +538,72 @@ class HiggsGenModel(nn.Module):
         if cache.batch_size != batch:
             raise ValueError(f"the KV cache holds {cache.batch_size} sequences, the input {batch}")
         if lengths is None:
-            lengths = torch.full((batch,), seq, dtype=torch.long, device=device)
+            num_new = [seq] * batch
         else:
-            lengths = torch.as_tensor(lengths, dtype=torch.long, device=device)
-            if lengths.shape != (batch,) or bool(((lengths < 0) | (lengths > seq)).any()):
-                raise ValueError(f"lengths must be [B] = [{batch}] with values in 0..{seq}, got {lengths.tolist()}")
-        cache.check_room(lengths)
+            num_new = torch.as_tensor(lengths, dtype=torch.long).reshape(-1).tolist()
+            if len(num_new) != batch or torch.as_tensor(lengths).dim() != 1 or any(m < 0 or m > seq for m in num_new):
+                raise ValueError(f"lengths must be [B] = [{batch}] with values in 0..{seq}, got {num_new}")
+        cache.check_room(num_new)
+        return self._run(x, _Route(mask), cache, num_new, last_only=last_only, text_logits=text_logits,
+                         audio_logits=audio_logits)
 
-        positions = cache.lengths.to(device)[:, None] + torch.arange(seq, device=device)[None, :]  # [B, S]
-        upto = max(int((cache.lengths.to(device) + lengths).max()), 1)
-        # query at position p may read slots 0..p (its own sequence's, since slot = position)
-        attn_mask = (torch.arange(upto, device=device)[None, None, :] <= positions[:, :, None])[:, None]
-        cos, sin = rope_cos_sin(self._rope(device), positions, x.dtype)
-        step = _Step(cache, cache.plan(lengths, seq), cos, sin, attn_mask, upto)
-        route = _Route(mask)
+    def decode_audio(self, frames: torch.Tensor, cache: KVCache, *, active: list[bool] | None = None) -> torch.Tensor:
+        """One audio decode step: each sequence ``b`` is fed the delayed frame ``frames[b]`` (``[B, K]``, ids in
+        ``0 .. V_a - 1``) as one audio position; returns the audio logits ``[B, K, V_a]`` (float32) of that
+        position. ``active[b]`` False: sequence ``b`` is not fed (its row of the result is meaningless and its
+        cache does not advance).
+
+        The same computation as :meth:`forward` with ``input_ids`` of ``<|AUDIO_OUT|>`` and ``last_only``, minus
+        the input checks a generation loop does not need (its frames come from :func:`next_audio_frame`); the
+        ids are not range-checked here.
+
+        Raises:
+            CacheOverflowError: a fed sequence whose cache is full.
+            ValueError: ``frames`` or ``active`` of the wrong shape.
+        """
+        if frames.dim() != 2 or frames.shape[1] != self.config.num_codebooks:
+            raise ValueError(f"frames must be [B, K] with K = {self.config.num_codebooks}, got {tuple(frames.shape)}")
+        b = frames.shape[0]
+        if cache.batch_size != b:
+            raise ValueError(f"the KV cache holds {cache.batch_size} sequences, the input {b}")
+        if active is None:
+            num_new = [1] * b
+        elif len(active) != b:
+            raise ValueError(f"active must have one flag per sequence ({b}), got {len(active)}")
+        else:
+            num_new = [1 if a else 0 for a in active]
+        cache.check_room(num_new)
+        x = self.model.embed_audio_tokens.forward(frames[:, None]).to(self.model.embed_tokens.weight.dtype)
+        return self._run(x, _ALL_AUDIO, cache, num_new, last_only=True, text_logits=False,
+                         audio_logits=True).audio_logits[:, 0]
+
+    def _run(self, x: torch.Tensor, route: _Route, cache: KVCache, num_new: list[int], *, last_only: bool,
+             text_logits: bool, audio_logits: bool) -> HiggsGenOutput:
+        """The decoder stack and heads over embeddings ``x`` ``[B, S, H]`` whose row ``b`` brings ``num_new[b]``
+        new positions (checked to fit in ``cache``)."""
+        batch, seq = x.shape[:2]
+        device = x.device
+        starts = cache.host_lengths
+        upto = max(max(n + m for n, m in zip(starts, num_new)), 1)
+        if seq == 1 and all(n == starts[0] for n in starts):
+            # one new position at the same slot p for every sequence: it may read every slot 0..p, no mask
+            positions = torch.tensor([[starts[0]]], device=device)
+            attn_mask = None
+        else:
+            positions = torch.tensor(starts, device=device)[:, None] + torch.arange(seq, device=device)  # [B, S]
+            # query at position p may read slots 0..p (its own sequence's, since slot = position)
+            attn_mask = (torch.arange(upto, device=device)[None, None, :] <= positions[:, :, None])[:, None]
+        cos, sin = rope_tables(self._rope(device), positions, x.dtype)
+        step = _Step(cache, cache.plan(num_new, seq), cos, sin, attn_mask, upto)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, route, step, i)
-        cache.lengths += lengths.to(cache.lengths.device)
+        cache.advance(num_new)
 
         if last_only and seq > 1:  # with one new position, x is already each sequence's last one
-            x = x[torch.arange(batch, device=device), (lengths - 1).clamp(min=0)][:, None]
+            last = torch.tensor([max(m - 1, 0) for m in num_new], device=device)
+            x = x[torch.arange(batch, device=device), last][:, None]
         h = self.model.norm(x)
+        # module calls for the norm and the heads (once per forward): their forward hooks see the hidden states
         text = self.text_lm_head(h).float() if text_logits and self.text_lm_head is not None else None
         audio = None
         if audio_logits:

@@ -347,7 +347,7 @@ def _forced_masks(state: AudioStreamState, num_codebooks: int, reference: Refere
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """([B, K] BOS-forced, [B, K] EOS-forced) for the next step, before looking at its draws (the original's
     immediate forcing of codebooks below the first EOS comes after the draw and is not included)."""
-    k = torch.arange(num_codebooks, device=state.frames.device)
+    k = _arange(num_codebooks, state.frames.device)
     bos = k >= state.frames[:, None]
     running = state.eos_steps >= 0
     if reference == "original":
@@ -381,12 +381,17 @@ def make_generator(seed: int, *, device: torch.device | str | None = None) -> to
     return torch.Generator(device=device if device is not None else "cpu").manual_seed(seed)
 
 
-def _draw(probs: torch.Tensor, rows: torch.Tensor, generator: Generators) -> torch.Tensor:
-    """One id per selected row (``rows`` [B, K] bool) of ``probs`` [B, K, V], in row-major order."""
+def _draw(probs: torch.Tensor, rows: torch.Tensor | None, generator: Generators) -> torch.Tensor:
+    """One id per selected row (``rows`` [B, K] bool; None: every row) of ``probs`` [B, K, V], in row-major
+    order."""
     if generator is None or isinstance(generator, torch.Generator):
+        if rows is None:
+            return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).squeeze(1)
         if not rows.any():
             return torch.empty(0, dtype=torch.long, device=probs.device)
         return torch.multinomial(probs[rows], 1, generator=generator).squeeze(1)
+    if rows is None:
+        return torch.cat([torch.multinomial(probs[b], 1, generator=g).squeeze(1) for b, g in enumerate(generator)])
     parts = [torch.multinomial(probs[b][rows[b]], 1, generator=g).squeeze(1)
              for b, g in enumerate(generator) if rows[b].any()]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=probs.device)
@@ -441,39 +446,75 @@ def next_audio_frame(logits: torch.Tensor, state: AudioStreamState, config: Samp
     if not isinstance(config, SamplingConfig):
         raise ValueError(f"config must be a SamplingConfig, got {type(config).__name__}")
     _check_step_inputs(logits, state, history, history_mask, generator, codebook_size)
+    dev = logits.device
+    state = AudioStreamState(*(t.to(dev) for t in (state.frames, state.eos_steps, state.eos_codebook,
+                                                    state.finished)))
+    return next_audio_frame_unchecked(logits, state, config, history=None if history is None else history.to(dev),
+                                      history_mask=history_mask, generator=generator, codebook_size=codebook_size)
+
+
+_ARANGE: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    """``torch.arange(n)`` on ``device``, made once (a generation step needs a few of them)."""
+    t = _ARANGE.get((n, device))
+    if t is None:
+        t = _ARANGE[(n, device)] = torch.arange(n, device=device)
+    return t
+
+
+def next_audio_frame_unchecked(logits: torch.Tensor, state: AudioStreamState, config: SamplingConfig, *,
+                               history: torch.Tensor | None, history_mask: torch.Tensor | None,
+                               generator: Generators, codebook_size: int) -> AudioStep:
+    """:func:`next_audio_frame` without the input checks (for a loop whose inputs are valid by construction:
+    state and history on the logits' device)."""
     b, k, v = logits.shape
     dev = logits.device
     bos_id, eos_id = codebook_size, codebook_size + 1
     original = config.reference == "original"
-    state = AudioStreamState(*(t.to(dev) for t in (state.frames, state.eos_steps, state.eos_codebook,
-                                                    state.finished)))
     raw = logits.float()
     bos_forced, eos_forced = _forced_masks(state, k, config.reference)
-    sampled = (state.frames > 0) & ~state.finished if original else torch.ones(b, dtype=torch.bool, device=dev)
-    rows = sampled[:, None].expand(b, k)
+    if original:
+        sampled = (state.frames > 0) & ~state.finished
+        any_sampled = bool(sampled.any())
+        rows = sampled[:, None].expand(b, k)
+    else:
+        sampled, any_sampled, rows = None, True, None  # every item, every codebook
 
-    tokens = torch.full((b, k), eos_id, dtype=torch.long, device=dev)
-    resampled = torch.zeros((b, k), dtype=torch.bool, device=dev)
-    if sampled.any():
-        scores = raw
-        if not original:  # transformers imposes forced ids by masking before the warpers and the draw
-            forced = bos_forced | eos_forced
-            forced_id = torch.where(eos_forced, eos_id, bos_id)
-            keep = torch.arange(v, device=dev) == forced_id[..., None]
-            scores = torch.where(forced[..., None] & ~keep, _NEG_INF, scores)
+    tokens = torch.full((b, k), eos_id, dtype=torch.long, device=dev) if original else None
+    resampled = None
+    if any_sampled:
         if config.do_sample:
+            scores = raw
+            if not original:  # transformers imposes forced ids by masking before the warpers and the draw
+                forced = bos_forced | eos_forced
+                if bool(forced.any()):
+                    forced_id = torch.where(eos_forced, eos_id, bos_id)
+                    keep = _arange(v, dev) == forced_id[..., None]
+                    scores = torch.where(forced[..., None] & ~keep, _NEG_INF, scores)
             scores = process_logits(scores, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
-            tokens[rows] = _draw(scores.softmax(-1), rows, generator)
-        else:
-            tokens = torch.where(rows, scores.argmax(-1), tokens)
+            drawn = _draw(scores.softmax(-1), rows, generator)
+            if original:
+                tokens[rows] = drawn
+            else:
+                tokens = drawn.view(b, k)
+        elif original:
+            tokens = torch.where(rows, raw.argmax(-1), tokens)
+        else:  # greedy under the transformers rules: the argmax of the masked logits is the forced id itself
+            tokens = torch.where(eos_forced, eos_id, torch.where(bos_forced, bos_id, raw.argmax(-1)))
         if config.ras_enabled and history is not None:
-            counts = repetition_counts(tokens, history.to(dev), window=config.ras_window, history_mask=history_mask,
+            counts = repetition_counts(tokens, history, window=config.ras_window, history_mask=history_mask,
                                        count_stream_ids=original, codebook_size=codebook_size)
-            resampled = (counts >= config.ras_max_repeat) & rows
-            if resampled.any():
+            resampled = counts >= config.ras_max_repeat
+            if original:
+                resampled &= rows
+            if bool(resampled.any()):
                 tokens[resampled] = _draw(raw.softmax(-1), resampled, generator)
+    if resampled is None:
+        resampled = torch.zeros((b, k), dtype=torch.bool, device=dev)
 
-    kk = torch.arange(k, device=dev)
+    kk = _arange(k, dev)
     running = state.eos_steps >= 0
     if original:
         frame = torch.where(bos_forced & rows, bos_id, tokens)
@@ -498,4 +539,3 @@ def next_audio_frame(logits: torch.Tensor, state: AudioStreamState, config: Samp
     frames = torch.where(state.finished, state.frames, (state.frames + 1).clamp(max=k))
     new_state = AudioStreamState(frames, eos_steps, eos_codebook, state.finished | ended)
     return AudioStep(frame, new_state, ended, resampled)
-

@@ -205,6 +205,45 @@ def test_right_padded_batch_matches_solo_runs(hf_pair):
     assert cache.lengths.tolist() == [n[0] + 3, n[1] + 3]
 
 
+def test_decode_audio_equals_forward(hf_pair):
+    """The lean audio step (:meth:`HiggsGenModel.decode_audio`, what generation calls) gives the logits and the
+    cache of :meth:`forward` fed the same frames, for aligned and right-padded batches, with a row not fed."""
+    _, ours, _ = hf_pair
+    a = our_inputs(*prompt(3, n_text=(7, 4), n_ref=9, n_out=2))
+    b = our_inputs(*prompt(4, n_text=(2, 1), n_ref=3, n_out=1))
+    gen = torch.Generator().manual_seed(9)
+    for inputs in ([a, a], [a, b]):
+        n = [x[0].shape[1] for x in inputs]
+        s = max(n)
+        batch_in = [torch.cat([torch.cat([x[j], x[j].new_zeros((1, s - x[j].shape[1], *x[j].shape[2:]))], dim=1)
+                               for x in inputs]) for j in range(3)]
+        lean, full = KVCache.for_model(ours, 2, 40), KVCache.for_model(ours, 2, 40)
+        with torch.no_grad():
+            for cache in (lean, full):
+                ours(*batch_in, cache=cache, lengths=torch.tensor(n))
+            for active in (None, [True, False], [False, True], None):
+                frames = torch.randint(0, CB + 2, (2, K), generator=gen)
+                got = ours.decode_audio(frames, lean, active=active)
+                fed = [True, True] if active is None else active
+                want = ours(torch.full((2, 1), OUT), frames[:, None], torch.ones(2, 1, dtype=torch.bool), cache=full,
+                            lengths=torch.tensor(fed, dtype=torch.long)).audio_logits[:, 0]
+                assert got.shape == (2, K, CB + 2) and got.dtype == torch.float32
+                rows = torch.tensor(fed)
+                assert torch.equal(got[rows], want[rows])
+        assert lean.host_lengths == full.host_lengths == [n[0] + 3, n[1] + 3]
+        assert torch.equal(lean.k, full.k) and torch.equal(lean.v, full.v)
+    with pytest.raises(ValueError, match=r"frames must be \[B, K\]"):
+        ours.decode_audio(torch.zeros(2, K + 1, dtype=torch.long), lean)
+    with pytest.raises(ValueError, match="one flag per sequence"):
+        ours.decode_audio(torch.zeros(2, K, dtype=torch.long), lean, active=[True])
+    with pytest.raises(CacheOverflowError):
+        full = KVCache.for_model(ours, 2, 1)
+        full.advance([1, 0])
+        ours.decode_audio(torch.zeros(2, K, dtype=torch.long), full)
+    ours.decode_audio(torch.zeros(2, K, dtype=torch.long), full, active=[False, True])  # the full row is not fed
+    assert full.host_lengths == [1, 1]
+
+
 def test_cache_overflow_is_an_error_and_leaves_the_cache_unchanged(hf_pair):
     _, ours, _ = hf_pair
     ids, frames = prompt(6)

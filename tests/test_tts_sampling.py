@@ -638,3 +638,42 @@ def test_sampling_errors_name_the_problem():
         next_audio_frame(logits, state, generator=[make_generator(0)])
     assert SamplingConfig.serve_engine(temperature=0.0, ras_win_len=0) == SamplingConfig(do_sample=False,
                                                                                        top_p=0.95, ras_window=None)
+
+
+@pytest.mark.parametrize("reference", ["original", "transformers"])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_quiet_step_equals_the_full_rules(reference, do_sample):
+    """``quiet=True`` (the loop's shortcut once no id can be forced) gives the frame, state, ended flags, RAS
+    redraws and random stream of the full rules, with and without a stream EOS among the drawn ids; without one
+    the state object comes back as it was."""
+    from tokenwave.tts.sampling import next_audio_frame_unchecked
+
+    b, k = 3, 8
+    conf = SamplingConfig(do_sample=do_sample, temperature=0.8, top_k=50, top_p=0.9, reference=reference)
+    quiet_state = AudioStreamState(torch.full((b,), k), torch.full((b,), -1), torch.zeros(b, dtype=torch.long),
+                                   torch.zeros(b, dtype=torch.bool))
+    gen = torch.Generator().manual_seed(7)
+    seen = set()
+    for trial in range(40):
+        logits = torch.randn(b, k, V, generator=gen) * 3
+        if trial % 3 == 0:  # make a stream EOS the most likely id of one codebook of item 1
+            logits[1, trial % k, EOS] = 40.0
+        history = torch.randint(0, 1024, (b, k, 7), generator=gen)
+        history[..., -3:] = torch.randint(0, 4, (b, k, 3), generator=gen)  # repeats, so RAS redraws some ids
+        logits[..., :4] += 6.0
+        out = []
+        for quiet in (False, True):
+            g = make_generator(trial)
+            step = next_audio_frame_unchecked(logits, quiet_state, conf, history=history, history_mask=None,
+                                              generator=g, codebook_size=1024, quiet=quiet)
+            out.append((step, g.get_state()))
+        (full, g_full), (short, g_short) = out
+        assert torch.equal(full.frame, short.frame) and torch.equal(full.ended, short.ended)
+        assert torch.equal(full.resampled, short.resampled) and torch.equal(g_full, g_short)
+        for name in ("frames", "eos_steps", "eos_codebook", "finished"):
+            assert torch.equal(getattr(full.state, name), getattr(short.state, name)), name
+        eos_drawn = bool((full.frame == EOS).any())
+        assert (short.state is quiet_state) == (not eos_drawn)
+        seen.add(eos_drawn)
+        seen.add(("ras", bool(full.resampled.any())))
+    assert seen >= {True, False, ("ras", True)}

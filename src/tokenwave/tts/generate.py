@@ -346,6 +346,7 @@ class _Loop:
         self.spans: list[list[list[torch.Tensor]]] = [[[]] if inp.audio_start else [] for inp in self.inputs]
         self.text_ids: list[list[int]] = [[] for _ in range(b)]
         self.state = AudioStreamState.start(b, device=self.device)
+        self._quiet = False  # see _choose
         self.prefill_s = self.elapsed_s = 0.0
         w = sampling.ras_window if sampling.ras_enabled else 0
         k = self.cfg.num_codebooks
@@ -442,10 +443,16 @@ class _Loop:
             gens = self.generators
             if gens is not None and not isinstance(gens, torch.Generator):
                 gens = [gens[i] for i in audio_items]
+            # quiet: every item past its delay ramp, no end countdown, none finished (known from the last step)
+            quiet = whole and self._quiet
             step = next_audio_frame_unchecked(out.audio_logits[idx, 0], state, self.sampling, history=history,
                                               history_mask=history_mask, generator=gens,
-                                              codebook_size=cfg.codebook_size)
+                                              codebook_size=cfg.codebook_size, quiet=quiet)
+            unchanged = quiet and step.state is state  # no stream EOS was drawn: still quiet, nothing ended
             self.state = step.state if whole else _put_state(self.state, idx, step.state)
+            if not unchanged:
+                st, k = self.state, cfg.num_codebooks
+                self._quiet = bool(((st.frames >= k) & (st.eos_steps < 0) & ~st.finished).all())
             if self.sampling.ras_enabled:
                 window = torch.cat([self.window[idx, :, 1:], step.frame[..., None]], dim=-1)
                 window_mask = torch.cat([self.window_mask[idx, 1:], torch.ones(len(audio_items), 1, dtype=torch.bool,
@@ -456,7 +463,7 @@ class _Loop:
                     self.window[idx], self.window_mask[idx] = window, window_mask
             self._step_frames = step.frame if whole else None
             frames = step.frame.cpu().unbind(0)
-            ended = step.ended.tolist()
+            ended = [False] * len(audio_items) if unchanged else step.ended.tolist()
             redrawn = step.resampled.sum(-1).tolist() if self.sampling.ras_enabled else [0] * len(audio_items)
             for j, i in enumerate(audio_items):
                 frame = frames[j]
@@ -502,6 +509,7 @@ class _Loop:
                     self.mode[i] = "audio"
                     self.spans[i].append([])
                     self.state = self.state.reset(torch.arange(self.batch, device=self.device) == i)
+                    self._quiet = False
                 feed.append((i, token))
         if not self.original and all(self.done):
             feed = []

@@ -18,6 +18,10 @@ Forward, per call (:meth:`HiggsGenModel.forward`)::
     h = RMSNorm_final(x)
     audio_logits = (W_audio h).view(K, V_a);  text_logits = W_text h                      (spec 3.3)
 
+Hooks: forward hooks on the decoder layers, the final norm and the heads fire; the modules inside a layer
+(projections, norms, MLPs) are applied through their weights, not called (a module call costs more than the
+matmul of a small decode step).
+
 Batching: **right padding**. Every sequence ``b`` of a call brings ``lengths[b] <= S`` new positions at the front
 of its row (the rest is padding and ignored). Its position ``j`` gets RoPE position and cache slot
 ``cache.lengths[b] + j``, exactly what it would get if run alone, so a padded batch reproduces each sequence's
@@ -56,13 +60,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """:class:`RMSNorm`'s computation as a function (the decoder calls it with the module's weight, which saves
     the module-call overhead that dominates a small decode step). On the CPU ``mean`` is written as its kernel
     computes it there (sum, then divide by the count): the same bits with fewer dispatches."""
-    x32 = x.float()
+    x32 = x if x.dtype == torch.float32 else x.float()
     sq = x32.pow(2)
     if x.device.type == "cpu":
         ms = sq.sum(-1, keepdim=True).div_(_scalar(float(x.shape[-1])))
     else:
         ms = sq.mean(-1, keepdim=True)
-    return weight * (x32 * ms.add_(_scalar(eps)).rsqrt_()).to(x.dtype)
+    y = x32 * ms.add_(_scalar(eps)).rsqrt_()
+    return weight * (y if y.dtype == x.dtype else y.to(x.dtype))
 
 
 class RMSNorm(nn.Module):
@@ -151,9 +156,11 @@ class KVCache:
         shape = (batch_size, config.num_hidden_layers, config.num_key_value_heads, max_len, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        # per-layer views [B, Hkv, max_len, D], made once
-        self._k_layers, self._v_layers = self.k.unbind(1), self.v.unbind(1)
+        # per-layer views [B, Hkv, max_len, D], made once (select, not unbind: writable under autograd too)
+        self._k_layers = [self.k.select(1, i) for i in range(config.num_hidden_layers)]
+        self._v_layers = [self.v.select(1, i) for i in range(config.num_hidden_layers)]
         self.host_lengths: list[int] = [0] * batch_size
+        self.rope: tuple | None = None  # the model's RoPE tables of every slot (HiggsGenModel._rope_tables)
 
     @classmethod
     def for_model(cls, model: HiggsGenModel, batch_size: int, max_len: int) -> KVCache:
@@ -585,17 +592,20 @@ class HiggsGenModel(nn.Module):
         device = x.device
         starts = cache.host_lengths
         upto = max(max(n + m for n, m in zip(starts, num_new)), 1)
+        cos_all, sin_all = self._rope_tables(cache, x.dtype)  # [max_len, D]
         if seq == 1 and all(n == starts[0] for n in starts):
             # one new position at the same slot p for every sequence: it may read every slot 0..p, no mask
-            positions = torch.tensor([[starts[0]]], device=device)
+            p = min(starts[0], cache.max_len - 1)  # (beyond the cache only when no row is fed: meaningless)
+            cos, sin = cos_all[p:p + 1][None, None], sin_all[p:p + 1][None, None]
             attn_mask = None
         else:
             positions = torch.tensor(starts, device=device)[:, None] + torch.arange(seq, device=device)  # [B, S]
+            table_rows = positions.clamp(max=cache.max_len - 1)  # padding may lie beyond the cache: meaningless
+            cos, sin = cos_all[table_rows][:, None], sin_all[table_rows][:, None]
             # query at position p may read slots 0..p (its own sequence's, since slot = position)
             attn_mask = (torch.arange(upto, device=device)[None, None, :] <= positions[:, :, None])[:, None]
-        cos, sin = rope_tables(self._rope(device), positions, x.dtype)
         step = _Step(cache, cache.plan(num_new, seq), cos, sin, attn_mask, upto)
-        for i, layer in enumerate(self.model.layers):
+        for i, layer in enumerate(self.model.layers):  # module calls: forward hooks on layers fire
             x = layer(x, route, step, i)
         cache.advance(num_new)
 
@@ -610,6 +620,17 @@ class HiggsGenModel(nn.Module):
             audio = self.audio_lm_head(h).float().view(*h.shape[:2], self.config.num_codebooks,
                                                        self.config.audio_vocab_size)
         return HiggsGenOutput(text, audio)
+
+    def _rope_tables(self, cache: KVCache, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE cosine and signed sine ``[max_len, D]`` of every cache slot (:func:`rope_tables`), made once per
+        cache, model and dtype and kept on the cache."""
+        key = (id(self), dtype)
+        if cache.rope is None or cache.rope[0] != key:
+            device = cache.device
+            positions = torch.arange(cache.max_len, device=device)[None]
+            cos, sin = rope_tables(self._rope(device), positions, dtype)
+            cache.rope = (key, cos[0, 0], sin[0, 0])
+        return cache.rope[1], cache.rope[2]
 
     def _rope(self, device: torch.device) -> torch.Tensor:
         if device not in self._inv_freq:

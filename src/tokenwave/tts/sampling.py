@@ -453,6 +453,23 @@ def next_audio_frame(logits: torch.Tensor, state: AudioStreamState, config: Samp
                                       history_mask=history_mask, generator=generator, codebook_size=codebook_size)
 
 
+def _ras(tokens: torch.Tensor, raw: torch.Tensor, rows: torch.Tensor | None, config: SamplingConfig,
+         history: torch.Tensor | None, history_mask: torch.Tensor | None, generator: Generators, original: bool,
+         codebook_size: int) -> torch.Tensor | None:
+    """Repetition-aware sampling in place on ``tokens`` (rows ``rows`` only; None: every row): the ids RAS
+    redrew from ``softmax(raw)``, or None when RAS is off."""
+    if not config.ras_enabled or history is None:
+        return None
+    counts = repetition_counts(tokens, history, window=config.ras_window, history_mask=history_mask,
+                               count_stream_ids=original, codebook_size=codebook_size)
+    resampled = counts >= config.ras_max_repeat
+    if rows is not None:
+        resampled &= rows
+    if bool(resampled.any()):
+        tokens[resampled] = _draw(raw.softmax(-1), resampled, generator)
+    return resampled
+
+
 _ARANGE: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
@@ -466,51 +483,67 @@ def _arange(n: int, device: torch.device) -> torch.Tensor:
 
 def next_audio_frame_unchecked(logits: torch.Tensor, state: AudioStreamState, config: SamplingConfig, *,
                                history: torch.Tensor | None, history_mask: torch.Tensor | None,
-                               generator: Generators, codebook_size: int) -> AudioStep:
+                               generator: Generators, codebook_size: int, quiet: bool = False) -> AudioStep:
     """:func:`next_audio_frame` without the input checks (for a loop whose inputs are valid by construction:
-    state and history on the logits' device)."""
+    state and history on the logits' device).
+
+    ``quiet``: the caller knows that every item is past its delay ramp (``frames == K``), that no end countdown
+    runs (``eos_steps == -1``) and that none has finished, so no id is forced: every row is drawn (or argmax)
+    without the forcing masks. If no drawn id is a stream EOS the state is unchanged, and the returned
+    :attr:`AudioStep.state` *is* ``state`` (the caller may stay quiet); otherwise the usual rules follow. Same
+    frames, state and random draws as without ``quiet``.
+    """
     b, k, v = logits.shape
     dev = logits.device
     bos_id, eos_id = codebook_size, codebook_size + 1
     original = config.reference == "original"
     raw = logits.float()
-    bos_forced, eos_forced = _forced_masks(state, k, config.reference)
-    if original:
-        sampled = (state.frames > 0) & ~state.finished
-        any_sampled = bool(sampled.any())
+    if quiet:
+        if config.do_sample:
+            scores = process_logits(raw, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+            tokens = _draw(scores.softmax(-1), None, generator).view(b, k)
+        else:
+            tokens = raw.argmax(-1)
+        resampled = _ras(tokens, raw, None, config, history, history_mask, generator, original, codebook_size)
+        if not bool((tokens == eos_id).any()):
+            if resampled is None:
+                resampled = torch.zeros((b, k), dtype=torch.bool, device=dev)
+            return AudioStep(tokens, state, torch.zeros(b, dtype=torch.bool, device=dev), resampled)
+        bos_forced, eos_forced = _forced_masks(state, k, config.reference)  # no id is forced (see above)
+        sampled = torch.ones(b, dtype=torch.bool, device=dev)
         rows = sampled[:, None].expand(b, k)
     else:
-        sampled, any_sampled, rows = None, True, None  # every item, every codebook
+        bos_forced, eos_forced = _forced_masks(state, k, config.reference)
+        if original:
+            sampled = (state.frames > 0) & ~state.finished
+            any_sampled = bool(sampled.any())
+            rows = sampled[:, None].expand(b, k)
+        else:
+            sampled, any_sampled, rows = None, True, None  # every item, every codebook
 
-    tokens = torch.full((b, k), eos_id, dtype=torch.long, device=dev) if original else None
-    resampled = None
-    if any_sampled:
-        if config.do_sample:
-            scores = raw
-            if not original:  # transformers imposes forced ids by masking before the warpers and the draw
-                forced = bos_forced | eos_forced
-                if bool(forced.any()):
-                    forced_id = torch.where(eos_forced, eos_id, bos_id)
-                    keep = _arange(v, dev) == forced_id[..., None]
-                    scores = torch.where(forced[..., None] & ~keep, _NEG_INF, scores)
-            scores = process_logits(scores, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
-            drawn = _draw(scores.softmax(-1), rows, generator)
-            if original:
-                tokens[rows] = drawn
-            else:
-                tokens = drawn.view(b, k)
-        elif original:
-            tokens = torch.where(rows, raw.argmax(-1), tokens)
-        else:  # greedy under the transformers rules: the argmax of the masked logits is the forced id itself
-            tokens = torch.where(eos_forced, eos_id, torch.where(bos_forced, bos_id, raw.argmax(-1)))
-        if config.ras_enabled and history is not None:
-            counts = repetition_counts(tokens, history, window=config.ras_window, history_mask=history_mask,
-                                       count_stream_ids=original, codebook_size=codebook_size)
-            resampled = counts >= config.ras_max_repeat
-            if original:
-                resampled &= rows
-            if bool(resampled.any()):
-                tokens[resampled] = _draw(raw.softmax(-1), resampled, generator)
+        tokens = torch.full((b, k), eos_id, dtype=torch.long, device=dev) if original else None
+        resampled = None
+        if any_sampled:
+            if config.do_sample:
+                scores = raw
+                if not original:  # transformers imposes forced ids by masking before the warpers and the draw
+                    forced = bos_forced | eos_forced
+                    if bool(forced.any()):
+                        forced_id = torch.where(eos_forced, eos_id, bos_id)
+                        keep = _arange(v, dev) == forced_id[..., None]
+                        scores = torch.where(forced[..., None] & ~keep, _NEG_INF, scores)
+                scores = process_logits(scores, temperature=config.temperature, top_k=config.top_k,
+                                        top_p=config.top_p)
+                drawn = _draw(scores.softmax(-1), rows, generator)
+                if original:
+                    tokens[rows] = drawn
+                else:
+                    tokens = drawn.view(b, k)
+            elif original:
+                tokens = torch.where(rows, raw.argmax(-1), tokens)
+            else:  # greedy under the transformers rules: the argmax of the masked logits is the forced id itself
+                tokens = torch.where(eos_forced, eos_id, torch.where(bos_forced, bos_id, raw.argmax(-1)))
+            resampled = _ras(tokens, raw, rows, config, history, history_mask, generator, original, codebook_size)
     if resampled is None:
         resampled = torch.zeros((b, k), dtype=torch.bool, device=dev)
 

@@ -24,52 +24,13 @@ BOSON_VERSION="0.1.1"
 # (loguru / dacite / pandas are only needed by other boson_multimodal modules, not by the tokenizer.)
 PKGS=(torch==2.13.0 transformers==4.46.3 numpy==2.4.6 safetensors==0.8.0 einops==0.8.2)
 
-case "$(cd "$(dirname "$VENV")" 2>/dev/null && pwd)/$(basename "$VENV")" in
-  "$REPO/.venv"|"$REPO/.venv/"*) echo "refusing to install into the project's .venv ($VENV)" >&2; exit 2 ;;
-esac
-
-venv_ok() {
-  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - <<'EOF' >/dev/null 2>&1
-import importlib.metadata as md
-want = {"torch": "2.13.0", "transformers": "4.46.3", "numpy": "2.4.6", "safetensors": "0.8.0", "einops": "0.8.2"}
-for name, ver in want.items():
-    have = md.version(name).split("+")[0]
-    assert have == ver, (name, have, ver)
-for name in ("torchaudio", "librosa"):   # must come from the stubs, never from the venv
-    try:
-        md.version(name)
-    except md.PackageNotFoundError:
-        continue
-    raise SystemExit(f"{name} is installed in the venv")
-EOF
-}
-
-if venv_ok; then
-  echo "[make_goldens] reusing venv $VENV"
-else
-  echo "[make_goldens] creating venv $VENV"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet "${PKGS[@]}"
-  venv_ok || { echo "venv $VENV does not have the pinned packages" >&2; exit 1; }
-fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/tokenwave-boson-wheel.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
-echo "[make_goldens] downloading boson-multimodal==$BOSON_VERSION"
-"$VENV/bin/python" -m pip download --quiet --no-deps --only-binary=:all: \
-  --dest "$WORK/dl" "boson-multimodal==$BOSON_VERSION"
-WHEEL="$(ls "$WORK"/dl/boson_multimodal-"$BOSON_VERSION"-*.whl)"
-"$VENV/bin/python" -m zipfile -e "$WHEEL" "$WORK/src"
-WHEEL_SHA256="$("$VENV/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$WHEEL")"
-echo "[make_goldens] $(basename "$WHEEL") sha256 $WHEEL_SHA256"
-
-# Import path: our torchaudio stand-in, the import-only placeholders, the DAC copy vendored inside the
-# wheel (the original imports it as top-level `dac`), and the unpacked wheel itself.
-PP="$REPO/tests/stubs:$HERE/stubs:$WORK/src/boson_multimodal/audio_processing/descriptaudiocodec:$WORK/src"
+TAG=boson
+# shellcheck source=../boson_common.sh
+source "$HERE/../boson_common.sh"
+boson_venv
+boson_wheel
 
 mkdir -p "$OUT_DIR"
-env -u PYTHONHOME PYTHONPATH="$PP" PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
-  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 \
-  BOSON_WHEEL_NAME="$(basename "$WHEEL")" BOSON_WHEEL_SHA256="$WHEEL_SHA256" \
-  "$VENV/bin/python" "$HERE/make_goldens.py" --out "$OUT_DIR"
+# Import path: our torchaudio stand-in and the import-only placeholders.
+boson_run "$REPO/tests/stubs:$HERE/stubs" "$HERE/make_goldens.py" --out "$OUT_DIR"
 echo "[make_goldens] done: $OUT_DIR"

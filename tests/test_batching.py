@@ -26,9 +26,26 @@ def batching(model, mode):
         model.batching = before
 
 
+# A code may flip between a padded batch and the item alone only where the item's own encoding chose it by a
+# relative distance gap this small (EuclideanCodebook.encode_with_margin; float summation-order noise is ~1e-7).
+TIE_BOUND = 1e-4
+
+
+def _stage_margins(model, x, alignment):
+    """Each RVQ stage's margin ``[K, T]`` of ``x`` encoded alone (the path of ``model.encode(x)``)."""
+    audio, _ = model._prepare_audio(x, None)
+    embeddings, _ = model._embed(audio, None, alignment)
+    return model.quantizer.encode_with_margin(embeddings)[1][0]
+
+
 def _agreement(model, items, alignment):
+    """(batch, share of codes equal to the items' own, flips not explained by a near-tie). In a frame where the
+    codes differ, the first differing stage got the same residual up to float noise (the stages before it
+    agree), so a flip there is explained only by a near-tie of the item's own encoding at that stage; later
+    stages then quantize another residual and may differ freely."""
     batch = model.encode(items, alignment=alignment)
     same = total = 0
+    unexplained = []
     for i, x in enumerate(items):
         alone = model.encode(x, alignment=alignment)
         assert int(batch.lengths[i]) == alone.codes.shape[-1] == model.num_frames(x.shape[0])
@@ -36,7 +53,14 @@ def _agreement(model, items, alignment):
         same += int((mine == alone.codes[0]).sum())
         total += mine.numel()
         assert (batch.codes[i, :, batch.lengths[i]:] == 0).all()  # padding frames are zero-filled
-    return batch, same / total
+        differ = mine != alone.codes[0]
+        if differ.any():
+            margins = _stage_margins(model, x, alignment)
+            for t in differ.any(dim=0).nonzero().flatten().tolist():
+                stage = int(differ[:, t].nonzero()[0])
+                if float(margins[stage, t]) >= TIE_BOUND:
+                    unexplained.append((i, t, stage, float(margins[stage, t])))
+    return batch, same / total, unexplained
 
 
 def _decode_error(model, batch):
@@ -55,9 +79,10 @@ def _decode_error(model, batch):
 
 def _check_batch_equals_single_items(model, items, alignment, mode):
     with batching(model, mode):
-        batch, agreement = _agreement(model, items, alignment)
+        batch, agreement, unexplained = _agreement(model, items, alignment)
         err = _decode_error(model, batch)
-    assert agreement >= 0.999, agreement
+    assert not unexplained, f"codes differ from the items' own away from a near-tie: {unexplained}"
+    assert agreement >= 0.99, agreement
     assert err <= 1e-5
     if mode == "per_item":
         assert agreement == 1.0 and err == 0.0
@@ -65,7 +90,9 @@ def _check_batch_equals_single_items(model, items, alignment, mode):
 
 # "padded": one masked forward pass. The convolution library may pick another summation order for another
 # tensor shape (even a batch of two identical unpadded items differs from one item in the last bits), so
-# codes may flip at a near-tie (the issue allows >= 99.9 % agreement) and audio differs within float noise
+# codes may flip at a near-tie (the issue allows >= 99.9 % agreement; each flip here must be at one, see
+# _agreement: on the tiny model one near-tie flip, whose later stages follow it, is already 0.13 % of the
+# codes, so a share alone made this test fail about one run in 20) and audio differs within float noise
 # (measured: 0 flips; decode <= 7.7e-6 of peak on the published geometry with transformers-initialised
 # weights). "per_item" (the CPU default): bit-identical by construction.
 @pytest.mark.parametrize("mode", ["padded", "per_item"])

@@ -106,6 +106,21 @@ class ResidualVectorQuantizer(nn.Module):
             codes.append(c)
         return torch.stack(codes, dim=1)
 
+    def encode_with_margin(self, x: torch.Tensor, num_quantizers: int | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` and each stage's margin ``[B, K, T]`` (float32): how safely the stage's code was
+        chosen (:meth:`EuclideanCodebook.encode_with_margin`). A small margin at a stage means another summation
+        order could pick another code there, and so change the residual of every later stage."""
+        n = self.num_quantizers if num_quantizers is None else num_quantizers
+        residual = x.to(self.quantizers[0].project_in.weight.dtype)
+        codes, margins = [], []
+        for quantizer in self.quantizers[:n]:
+            c, m = quantizer.codebook.encode_with_margin(quantizer.project_in(residual.permute(0, 2, 1)))
+            residual = residual - quantizer.decode(c)
+            codes.append(c)
+            margins.append(m)
+        return torch.stack(codes, dim=1), torch.stack(margins, dim=1)
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes ``[B, K, T]`` (K <= num_quantizers) -> ``[B, D, T]``, the sum of the first K stages."""
         out = torch.full((), 0.0, device=codes.device)

@@ -150,14 +150,8 @@ class WavTokenizer(nn.Module, ConfigGeometry, AudioTokenizer):
         if not self.config.residual:
             codes, margin = self.quantizer.codebook.encode_with_margin(z.permute(0, 2, 1))
             return codes[:, None], margin
-        residual = z.to(self.quantizer.quantizers[0].project_in.weight.dtype)
-        codes, margin = [], None
-        for stage in self.quantizer.quantizers[:num_codebooks]:
-            c, m = stage.codebook.encode_with_margin(stage.project_in(residual.permute(0, 2, 1)))
-            residual = residual - stage.decode(c)
-            codes.append(c)
-            margin = m if margin is None else torch.minimum(margin, m)
-        return torch.stack(codes, dim=1), margin
+        codes, margins = self.quantizer.encode_with_margin(z, num_codebooks)
+        return codes, margins.amin(dim=1)
 
     @torch.inference_mode()
     def decode(self, codes, lengths=None, *, crop: bool = False, audio_lengths=None,

@@ -195,6 +195,11 @@ def bench_batch(ours, ref, batch: int, args, device, sync) -> dict:
         return lambda: generate(ours, prompts, sampling=greedy, max_frames=frames)
 
     fns = {"ours_n": ours_fn(n), "ours_1": ours_fn(1)}
+    if args.default_sampling:  # tokenwave's default sampling (original rules, RAS 7/2), seeded: ours only
+        def default_fn(frames):
+            return lambda: generate(ours, prompts, sampling=SamplingConfig(), max_frames=frames, seed=args.seed)
+
+        fns |= {"default_n": default_fn(n), "default_1": default_fn(1)}
     if ref is not None:
         inputs = hf_inputs(ours, prompts, device)
         ref.generation_config.ras_win_len = None
@@ -222,11 +227,14 @@ def bench_batch(ours, ref, batch: int, args, device, sync) -> dict:
                      f"FRAMES DIFFER (ours {made}, transformers {hf_frames} per item)")
         elif made != [n] * batch:
             check = f"ours made {made} frames, not {n}"
+        if "default_n" in fns:  # sampled: a span may end early, which would make the per-step time wrong
+            default_steps = [r.steps for r in generate(ours, prompts, sampling=SamplingConfig(), max_frames=n,
+                                                       seed=args.seed)]
     med = {k: statistics.median(v) for k, v in times.items()}
     fastest = {k: min(v) for k, v in times.items()}
     row = dict(batch=batch, frames=n, prompt_positions=int(prompts[0].input_ids.shape[0]), check=check,
                times_s={k: [round(t, 5) for t in v] for k, v in times.items()})
-    for side in ("ours", "ref"):
+    for side in ("ours", "ref", "default"):
         if f"{side}_n" not in med:
             continue
         total, first = med[f"{side}_n"], med[f"{side}_1"]
@@ -236,6 +244,10 @@ def bench_batch(ours, ref, batch: int, args, device, sync) -> dict:
                          fps_total=round(batch * n / total, 2), fps_decode=round(batch * (n - 1) / decode, 2),
                          fps_decode_of_min=round(batch * (n - 1) / decode_min, 2),
                          ms_per_step=round(1e3 * decode / (n - 1), 3))
+    if "default" in row:
+        row["default"]["steps"] = default_steps
+        if default_steps != [n] * batch:
+            row["default"]["note"] = f"a span ended early ({default_steps} steps): per-step figures are not valid"
     if "ref" in row:
         for key in ("decode", "decode_of_min", "total"):
             row[f"ratio_{key}"] = round(row["ours"][f"fps_{key}"] / row["ref"][f"fps_{key}"], 3)
@@ -299,6 +311,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="default: cpu (tiny), cuda (full size)")
     p.add_argument("--no-reference", action="store_true", help="time tokenwave only (no transformers)")
     p.add_argument("--no-ttfa", action="store_true", help="skip the time-to-first-audio measurement")
+    p.add_argument("--default-sampling", action="store_true",
+                   help="also time tokenwave's default sampling (original rules, temperature 1, RAS 7/2, seeded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the results to this file")
     args = p.parse_args(argv)
@@ -354,6 +368,10 @@ def main(argv=None) -> int:
               f"{num(o['ms_per_step'], 12, '.2f')}"
               f"{num(f and f['ms_per_step'], 12, '.2f')}  {num(o['fps_total'], 12)}{num(f and f['fps_total'], 12)}"
               f"{num(r.get('ratio_total'), 7, '.2f')}  {r['check']}", flush=True)
+        if "default" in r:
+            d = r["default"]
+            print(f"{'':>12}  tokenwave default sampling (RAS 7/2, seeded): {d['fps_decode']:.1f} f/s, "
+                  f"{d['ms_per_step']:.2f} ms/step  {d.get('note', f'{args.frames} steps per item')}", flush=True)
     ttfa = None
     if not args.no_ttfa:
         ttfa = time_to_first_audio(ours, audio_tokenizer(args.full_size, device), args, sync)

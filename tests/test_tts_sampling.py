@@ -652,6 +652,7 @@ def test_quiet_step_equals_the_full_rules(reference, do_sample):
     conf = SamplingConfig(do_sample=do_sample, temperature=0.8, top_k=50, top_p=0.9, reference=reference)
     quiet_state = AudioStreamState(torch.full((b,), k), torch.full((b,), -1), torch.zeros(b, dtype=torch.long),
                                    torch.zeros(b, dtype=torch.bool))
+    assert quiet_state.is_quiet(k) and not AudioStreamState.start(b).is_quiet(k)
     gen = torch.Generator().manual_seed(7)
     seen = set()
     for trial in range(40):

@@ -451,8 +451,7 @@ class _Loop:
             unchanged = quiet and step.state is state  # no stream EOS was drawn: still quiet, nothing ended
             self.state = step.state if whole else _put_state(self.state, idx, step.state)
             if not unchanged:
-                st, k = self.state, cfg.num_codebooks
-                self._quiet = bool(((st.frames >= k) & (st.eos_steps < 0) & ~st.finished).all())
+                self._quiet = self.state.is_quiet(cfg.num_codebooks)
             if self.sampling.ras_enabled:
                 window = torch.cat([self.window[idx, :, 1:], step.frame[..., None]], dim=-1)
                 window_mask = torch.cat([self.window_mask[idx, 1:], torch.ones(len(audio_items), 1, dtype=torch.bool,

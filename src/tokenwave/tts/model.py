@@ -108,31 +108,19 @@ class MLP(nn.Module):
         return F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """``[x1, x2] -> [-x2, x1]`` on the last dim (the rotate-half RoPE convention of Llama / [T] / [O])."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
-    """``cos``, ``sin`` ``[B, 1, S, D]`` in ``dtype`` for integer ``positions`` ``[B, S]``: angle
-    ``pos * inv_freq`` (float32), duplicated over both halves of the head dim; cast like [T]."""
-    freqs = positions[..., None].float() * inv_freq
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
-
-
 def rope_tables(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
-    """``cos`` and the *signed* sine ``[-sin, sin]`` ``[B, 1, S, D]`` for :func:`apply_rope`: the values of
-    :func:`rope_cos_sin` (the sine's first half negated, which is exact)."""
+    """``cos`` and the *signed* sine ``[-sin, sin]`` ``[B, 1, S, D]`` in ``dtype`` for :func:`apply_rope`, for
+    integer ``positions`` ``[B, S]``: angle ``pos * inv_freq`` (float32), duplicated over both halves of the head
+    dim, cast like [T]; the sine's first half negated (exact)."""
     freqs = positions[..., None].float() * inv_freq
     sin = freqs.sin()
     return torch.cat((freqs, freqs), dim=-1).cos().to(dtype)[:, None], torch.cat((-sin, sin), -1).to(dtype)[:, None]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """``x * cos + rotate_half(x) * sin``, bit for bit, with fewer operations: ``rotate_half(x) * sin`` equals
-    ``roll(x, D/2) * [-sin, sin]`` because negation is exact."""
+    """``x * cos + rotate_half(x) * sin`` (the rotate-half convention of Llama / [T] / [O], ``rotate_half([x1,
+    x2]) = [-x2, x1]``), bit for bit, with fewer operations: ``rotate_half(x) * sin`` equals ``roll(x, D/2) *
+    [-sin, sin]`` because negation is exact."""
     return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
@@ -547,8 +535,9 @@ class HiggsGenModel(nn.Module):
         if lengths is None:
             num_new = [seq] * batch
         else:
-            num_new = torch.as_tensor(lengths, dtype=torch.long).reshape(-1).tolist()
-            if len(num_new) != batch or torch.as_tensor(lengths).dim() != 1 or any(m < 0 or m > seq for m in num_new):
+            given = torch.as_tensor(lengths, dtype=torch.long)
+            num_new = given.reshape(-1).tolist()
+            if given.dim() != 1 or len(num_new) != batch or any(m < 0 or m > seq for m in num_new):
                 raise ValueError(f"lengths must be [B] = [{batch}] with values in 0..{seq}, got {num_new}")
         cache.check_room(num_new)
         return self._run(x, _Route(mask), cache, num_new, last_only=last_only, text_logits=text_logits,
@@ -623,8 +612,8 @@ class HiggsGenModel(nn.Module):
 
     def _rope_tables(self, cache: KVCache, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE cosine and signed sine ``[max_len, D]`` of every cache slot (:func:`rope_tables`), made once per
-        cache, model and dtype and kept on the cache."""
-        key = (id(self), dtype)
+        cache, config and dtype and kept on the cache."""
+        key = (self.config, dtype)
         if cache.rope is None or cache.rope[0] != key:
             device = cache.device
             positions = torch.arange(cache.max_len, device=device)[None]

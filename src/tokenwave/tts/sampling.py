@@ -316,6 +316,11 @@ class AudioStreamState:
     def batch_size(self) -> int:
         return self.frames.shape[0]
 
+    def is_quiet(self, num_codebooks: int) -> bool:
+        """Every item is past its delay ramp (``frames == K``), no end countdown runs and none has finished: the
+        condition under which :func:`next_audio_frame_unchecked` may be called with ``quiet=True``."""
+        return bool(((self.frames >= num_codebooks) & (self.eos_steps < 0) & ~self.finished).all())
+
     def reset(self, where: torch.Tensor) -> AudioStreamState:
         """The same state with the items where ``where`` ([B] bool) is True set back to not started."""
         fresh = AudioStreamState.start(self.batch_size, device=self.frames.device)
